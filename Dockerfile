@@ -1,0 +1,45 @@
+# edgekd images (multi-stage).
+#
+#   runner (linux/arm64, the default target): only the benchmark runner + numpy + onnxruntime +
+#   ai-edge-litert -- no torch. Build it for a Raspberry Pi / arm64 board and run it on a mounted
+#   artifact:
+#     docker buildx build --platform linux/arm64 --target runner -t edgekd-runner:arm64 .
+#     docker run --rm -v "$PWD/artifacts:/models:ro" edgekd-runner:arm64 --model /models/student.onnx --seconds 10
+#   edgekd (the build platform, x86_64): the whole toolkit with the CPU torch wheel, for
+#   training/export on a workstation:
+#     docker buildx build --target edgekd -t edgekd:x86 .
+#
+# Without a Docker engine, scripts/build_arm64_image.sh builds the runner stage with buildah.
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+# ---------------------------------------------------------------- toolkit (build platform)
+FROM --platform=$BUILDPLATFORM ${PYTHON_IMAGE} AS edgekd
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY edgekd ./edgekd
+COPY devices ./devices
+# torch 2.13.0 from the CPU index: the PyPI default would pull a multi-GB CUDA build.
+RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+ && pip install --no-cache-dir /src
+# The runner must import without torch or the rest of edgekd: check it here, on the build side.
+RUN python -c "import ast, sys; t = ast.parse(open('edgekd/bench/runner.py').read()); \
+mods = {a.name for n in ast.walk(t) if isinstance(n, ast.Import) for a in n.names} | \
+{n.module for n in ast.walk(t) if isinstance(n, ast.ImportFrom) and n.module}; \
+bad = [m for m in mods if m.split('.')[0] in ('torch', 'edgekd')]; sys.exit(f'runner imports {bad}' if bad else 0)"
+ENTRYPOINT ["edgekd"]
+CMD ["--help"]
+
+# ---------------------------------------------------------------- on-device runner (target platform)
+FROM ${PYTHON_IMAGE} AS runner
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# Versions tested with the runner (shared/DESIGN.md); all three ship manylinux aarch64 wheels.
+RUN pip install --no-cache-dir "numpy==2.4.6" "onnxruntime==1.32.0" "ai-edge-litert==2.3.0" \
+ && useradd --create-home --uid 1000 bench
+WORKDIR /opt/edgekd
+COPY --from=edgekd /src/edgekd/bench/runner.py ./runner.py
+USER 1000
+WORKDIR /models
+ENTRYPOINT ["python3", "/opt/edgekd/runner.py"]
+CMD ["--help"]

@@ -1,0 +1,242 @@
+"""Audio loading and checking, quarantine of bad files, and THE featurizer.
+
+Every model edgekd trains or exports reads features made by `Featurizer` with the settings in
+`FeaturizerConfig`; those settings are stored in every checkpoint and exported artifact, so a
+model and its features cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.errors import AudioError
+
+SAMPLE_RATE = 16000
+MIN_DURATION = 0.1  # s; shorter is not speech for a CTC model with x4 subsampling
+MAX_DURATION = 120.0  # s; longer is almost surely a wrong file (a whole recording, not an utterance)
+SILENCE_RMS = 1e-4  # below -80 dBFS everywhere: silence or a digital zero file
+
+
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    sample_rate: int = SAMPLE_RATE  # Hz the model expects; audio is resampled to it
+    n_fft: int = 512  # FFT size (window zero-padded to it)
+    win_length: int = 400  # 25 ms analysis window
+    hop_length: int = 160  # 10 ms frame shift -> 100 frames/s
+    n_mels: int = 80  # mel bands (sherpa-onnx NeMo-style models take 80)
+    f_min: float = 20.0
+    f_max: float = 7600.0  # below Nyquist so telephone-band audio still fills the top bands
+    log_floor: float = 1e-6  # added before log so silence is finite
+    preemphasis: float = 0.97  # 0 disables
+
+    def __post_init__(self):
+        self._verify()
+
+    def _verify(self):
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) can't exceed n_fft ({self.n_fft})")
+        if not (0 <= self.f_min < self.f_max <= self.sample_rate / 2):
+            raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min} f_max={self.f_max}")
+        if self.hop_length <= 0 or self.n_mels <= 0:
+            raise ValueError("hop_length and n_mels must be positive")
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeaturizerConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown featurizer setting(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames `Featurizer` yields for `num_samples` samples (center=False framing)."""
+        return max(0, (num_samples - self.win_length) // self.hop_length + 1)
+
+
+class Featurizer(torch.nn.Module):
+    """Waveform (B, N) float32 in [-1, 1] + lengths (B,) -> log-mel (B, T, n_mels), lengths (B,).
+
+    Written with torch ops that export to ONNX (no stft complex outputs: the DFT is a matmul
+    with a fixed basis), so the featurizer can live inside an exported graph.
+    Frames past each utterance's length are zeroed. Features are raw log-mel: the model
+    normalises them with mean/std buffers stored in its own weights.
+    """
+
+    def __init__(self, cfg: FeaturizerConfig = FeaturizerConfig()):
+        super().__init__()
+        import librosa  # only for the mel filterbank matrix
+
+        self.cfg = cfg
+        window = torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64)
+        n_bins = cfg.n_fft // 2 + 1
+        k = torch.arange(n_bins, dtype=torch.float64)[:, None]
+        n = torch.arange(cfg.win_length, dtype=torch.float64)[None, :]
+        ang = 2 * math.pi * k * n / cfg.n_fft
+        # (win_length, 2*n_bins): windowed real and imaginary DFT basis
+        basis = torch.cat([torch.cos(ang), -torch.sin(ang)], 0) * window[None, :]
+        self.register_buffer("dft", basis.T.float().contiguous(), persistent=False)
+        mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                                  fmin=cfg.f_min, fmax=cfg.f_max, htk=False, norm="slaney")
+        self.register_buffer("mel", torch.from_numpy(mel.T.astype(np.float32)), persistent=False)
+        self.n_bins = n_bins
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
+        cfg = self.cfg
+        if lengths is None:
+            lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.int64, device=wave.device)
+        if cfg.preemphasis:
+            wave = torch.cat([wave[:, :1], wave[:, 1:] - cfg.preemphasis * wave[:, :-1]], dim=1)
+        frames = wave.unfold(1, cfg.win_length, cfg.hop_length)  # (B, T, win)
+        spec = frames @ self.dft  # (B, T, 2*bins)
+        power = spec[..., : self.n_bins] ** 2 + spec[..., self.n_bins :] ** 2
+        feats = torch.log(power @ self.mel + cfg.log_floor)
+        feat_lens = torch.clamp((lengths - cfg.win_length) // cfg.hop_length + 1, min=0)
+        mask = torch.arange(feats.shape[1], device=wave.device)[None, :] < feat_lens[:, None]
+        return feats * mask[..., None], feat_lens
+
+
+# ---------------------------------------------------------------- loading and checks
+
+
+def probe(path: str | Path) -> dict[str, Any]:
+    """Header facts (duration, sample_rate, channels) without decoding; AudioError if unreadable."""
+    import soundfile as sf
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # libsndfile's errors are RuntimeError/LibsndfileError with a message
+        raise AudioError(path, "unreadable", _short(e)) from None
+    if info.frames <= 0:
+        raise AudioError(path, "empty", "no samples")
+    return {"duration": info.frames / info.samplerate, "sample_rate": info.samplerate, "channels": info.channels}
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(path, "missing", "no such file")
+    if not path.is_file():
+        raise AudioError(path, "not-a-file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "permission-denied", "file is not readable")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty", "0 bytes")
+
+
+def _short(e: Exception) -> str:
+    return str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, max_duration: float = MAX_DURATION,
+               min_duration: float = MIN_DURATION, allow_silence: bool = False) -> np.ndarray:
+    """Decode, mix to mono, resample to `sample_rate`; float32 (N,) in [-1, 1].
+
+    Raises AudioError naming the file for: missing, unreadable permissions, empty, corrupt or
+    not audio, NaN/Inf samples, shorter than `min_duration`, longer than `max_duration`, and
+    (unless `allow_silence`) silence-only. Other sample rates and channel counts are converted,
+    not rejected.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(path, "unreadable", _short(e)) from None
+    if data.size == 0:
+        raise AudioError(path, "empty", "no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "non-finite", f"{int((~np.isfinite(data)).sum())} NaN/Inf samples")
+    dur = data.shape[0] / sr
+    if dur > max_duration:
+        raise AudioError(path, "too-long", f"{dur:.1f} s > {max_duration:.0f} s")
+    if dur < min_duration:
+        raise AudioError(path, "too-short", f"{dur:.3f} s < {min_duration} s")
+    x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sr != sample_rate:
+        import soxr
+
+        x = soxr.resample(x, sr, sample_rate, quality="HQ").astype(np.float32)  # deterministic
+    if not allow_silence and float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < SILENCE_RMS:
+        raise AudioError(path, "silent", "RMS below -80 dBFS")
+    return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+class Quarantine:
+    """Collects rejected items as `rejected.jsonl` lines {id, audio, reason, detail, stage}.
+
+    Appends immediately (one line per reject, flushed) so a crash loses nothing already judged.
+    """
+
+    def __init__(self, path: str | Path, stage: str):
+        self.path = Path(path)
+        self.stage = stage
+        self.count = 0
+
+    def add(self, uid: str, audio: str, reason: str, detail: str = "") -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rec = {"id": uid, "audio": audio, "reason": reason, "detail": detail, "stage": self.stage}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        self.count += 1
+
+    def add_error(self, uid: str, err: AudioError) -> None:
+        self.add(uid, err.path, err.reason, err.detail)
+
+
+def check_manifest(utts, quarantine: Quarantine | None = None, sample_rate: int = SAMPLE_RATE):
+    """Decode every utterance once; return (good utterances with duration/sr/channels filled, n_bad).
+
+    Bad files go to `quarantine` (if given) and are skipped; good ones are never dropped.
+    """
+    good, bad = [], 0
+    for u in utts:
+        try:
+            info = probe(u.audio)
+            load_audio(u.audio, sample_rate)
+        except AudioError as e:
+            bad += 1
+            if quarantine is not None:
+                quarantine.add_error(u.id, e)
+            continue
+        good.append(dataclasses.replace(u, **info))
+    return good, bad
+
+
+def pad_waves(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (N_i,) float32 -> zero-padded (B, max N) tensor and lengths (B,) int64."""
+    lens = torch.tensor([len(w) for w in waves], dtype=torch.int64)
+    out = torch.zeros(len(waves), int(lens.max()) if len(waves) else 0)
+    for i, w in enumerate(waves):
+        out[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    return out, lens
+
+
+_FEATURIZERS: dict[FeaturizerConfig, Featurizer] = {}
+
+
+def featurize(waves: list[np.ndarray], cfg: FeaturizerConfig = FeaturizerConfig()):
+    """List of 16 kHz waves -> log-mel (B, T, n_mels), frame lengths (B,); featurizer cached per cfg."""
+    fz = _FEATURIZERS.get(cfg)
+    if fz is None:
+        fz = _FEATURIZERS[cfg] = Featurizer(cfg).eval()
+    wave, lens = pad_waves(waves)
+    with torch.no_grad():
+        return fz(wave, lens)

@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""On-device benchmark runner for an exported acoustic model (.onnx or .tflite).
+
+Usage: python3 runner.py --model student.onnx --seconds 10 --threads 4 --out results.jsonl
+
+Standalone on purpose: it needs only numpy and onnxruntime (or ai-edge-litert) and imports
+nothing from edgekd, so this one file can be copied to a Raspberry Pi or a phone (Termux) and run
+there. It writes one JSON record per metric (JSON Lines) with the model's identity, the runtime
+and its version, the CPU, threads, warm-up and iteration counts, and `source`
+(measured-on-device / measured-on-host). Run it in a fresh process: peak RSS (VmHWM) is the
+whole process's, so it is the model's only when nothing else ran before.
+
+What it measures, for an input of `--seconds` of audio (features synthesised at the model's
+frame rate, read from the model's metadata -- featurizer settings -- or 100 frames/s):
+  load_time (cold session creation), first_inference, warmup_mean, latency p50/p90/p99/mean/std/
+  min/max over the timed runs, rtf (p50 / audio seconds), rss_after_load, peak_rss, model_size;
+  and, for a fixed-length model (or with --chunk-seconds), a chunked streaming loop that feeds
+  fixed windows one after another: chunk_latency p50/p90/p99/max and stream_rtf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = "edgekd-bench-1"
+SOURCES = ("measured-on-device", "measured-on-host")
+DEFAULT_FPS = 100.0  # 10 ms hop: the universal ASR filterbank frame rate
+
+
+# ------------------------------------------------------------------ process facts
+
+
+def _status_kb(key: str) -> float | None:
+    """A field of /proc/self/status in kB (VmRSS, VmHWM); None where there is no procfs."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_info() -> dict:
+    info = {"machine": platform.machine(), "system": platform.system(), "logical_cpus": os.cpu_count()}
+    try:
+        info["affinity"] = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        for key in ("model name", "Hardware", "Model", "CPU part", "Features", "flags"):
+            for line in text.splitlines():
+                if line.split(":")[0].strip() == key:
+                    val = line.split(":", 1)[1].strip()
+                    info[key.replace(" ", "_").lower()] = val if key not in ("Features", "flags") else _isa(val)
+                    break
+    except OSError:
+        pass
+    try:
+        mhz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text().strip()
+        info["max_mhz"] = int(mhz) / 1000
+    except (OSError, ValueError):
+        pass
+    return info
+
+
+def _isa(flags: str) -> list[str]:
+    """The ISA features that matter for inference kernels, from /proc/cpuinfo flags/Features."""
+    have = set(flags.split())
+    names = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "i8mm": "i8mm", "sve": "sve",
+             "avx2": "avx2", "avx512f": "avx512", "avx512_vnni": "avx512vnni", "fma": "fma", "f16c": "f16c"}
+    return sorted({v for k, v in names.items() if k in have})
+
+
+def model_files(path: Path) -> list[Path]:
+    """The model file plus the external-data files an ONNX model keeps its weights in."""
+    files = [path]
+    if path.suffix.lower() == ".onnx":
+        try:
+            import onnx
+
+            m = onnx.load(str(path), load_external_data=False)
+            locs = {e.value for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                    for e in t.external_data if e.key == "location"}
+            files += [path.parent / loc for loc in sorted(locs)]
+        except ImportError:  # no onnx on the device: the exporter's usual sidecar name
+            side = path.with_name(path.name + ".data")
+            files += [side] if side.exists() else []
+    return files
+
+
+def sha256_files(paths: list[Path]) -> str:
+    """sha256 of one file, or of the concatenation of a model and its external data."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while b := f.read(1 << 20):
+                h.update(b)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ model adapters
+
+
+class _Input:
+    def __init__(self, name: str, shape: list, dtype: np.dtype):
+        self.name, self.shape, self.dtype = name, shape, np.dtype(dtype)
+
+
+class OnnxModel:
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        self.version = ort.__version__
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        tmap = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+                "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+                "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+        self.inputs = [_Input(i.name, [d if isinstance(d, int) else None for d in i.shape], tmap.get(i.type, np.float32))
+                       for i in self.sess.get_inputs()]
+        self.metadata = dict(self.sess.get_modelmeta().custom_metadata_map)
+
+    def quantization(self, path: Path) -> str:
+        q = self.metadata.get("quantization")
+        if q:
+            return q
+        try:
+            import onnx
+
+            m = onnx.load(str(path), load_external_data=False)
+            ops = {n.op_type for n in m.graph.node}
+            if ops & {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeLinear",
+                      "DequantizeLinear"}:
+                return "int8"
+            if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
+                return "fp16"
+            return "fp32"
+        except ImportError:
+            return "unknown"
+
+    def run(self, feeds: dict) -> list:
+        return self.sess.run(None, feeds)
+
+    def resize(self, shapes: dict) -> None:  # ONNX takes any shape its dims allow
+        pass
+
+
+class LiteRtModel:
+    runtime = "litert"
+
+    def __init__(self, path: Path, threads: int):
+        from ai_edge_litert import interpreter as lit
+
+        try:
+            from importlib.metadata import version
+
+            self.version = version("ai-edge-litert")
+        except Exception:  # metadata missing on hand-installed builds
+            self.version = "unknown"
+        self.it = lit.Interpreter(model_path=str(path), num_threads=threads)
+        self.it.allocate_tensors()
+        self.details = self.it.get_input_details()
+        self.inputs = [_Input(d["name"], [int(s) if s >= 0 else None for s in d.get("shape_signature", d["shape"])],
+                              d["dtype"]) for d in self.details]
+        self.metadata = {}
+
+    def quantization(self, path: Path) -> str:
+        kinds = {np.dtype(t["dtype"]) for t in self.it.get_tensor_details()}
+        if np.dtype(np.int8) in kinds:
+            return "int8"
+        if np.dtype(np.float16) in kinds:
+            return "fp16"
+        return "fp32"
+
+    def resize(self, shapes: dict) -> None:
+        changed = False
+        for d in self.details:
+            want = list(shapes[d["name"]])
+            if list(d["shape"]) != want:
+                self.it.resize_tensor_input(d["index"], want)
+                changed = True
+        if changed:
+            self.it.allocate_tensors()
+            self.details = self.it.get_input_details()
+
+    def run(self, feeds: dict) -> list:
+        for d in self.details:
+            self.it.set_tensor(d["index"], feeds[d["name"]])
+        self.it.invoke()
+        return [self.it.get_tensor(o["index"]) for o in self.it.get_output_details()]
+
+
+def open_model(path: Path, threads: int, runtime: str = "auto"):
+    if runtime == "auto":
+        runtime = "litert" if path.suffix.lower() == ".tflite" else "onnxruntime"
+    if runtime == "onnxruntime":
+        return OnnxModel(path, threads)
+    if runtime == "litert":
+        return LiteRtModel(path, threads)
+    raise SystemExit(f"runner: unknown runtime '{runtime}' (onnxruntime or litert)")
+
+
+# ------------------------------------------------------------------ input spec
+
+
+class InputSpec:
+    """How to feed the model: which input carries features, its time axis, and the frame rate.
+
+    Convention (edgekd / sherpa zipformer2_ctc): `x` (N, T, F) float32 + `x_lens` (N,) int64.
+    Also handled: NeMo-style (N, F, T), a single features input, and fixed shapes (used as given).
+    """
+
+    def __init__(self, model, n_mels_hint: int | None = None):
+        self.inputs = model.inputs
+        meta = model.metadata
+        feat = {}
+        if meta.get("featurizer"):
+            try:
+                feat = json.loads(meta["featurizer"])
+            except (ValueError, TypeError):
+                feat = {}
+        sr, hop = feat.get("sample_rate"), feat.get("hop_length")
+        self.fps = float(sr) / float(hop) if sr and hop else float(meta.get("feature_frame_rate", DEFAULT_FPS))
+        n_mels = feat.get("n_mels") or n_mels_hint or 80  # 80 mel bands unless the model says otherwise
+        floats = [i for i in self.inputs if i.dtype.kind == "f"]
+        self.feat = next((i for i in floats if len(i.shape) == 3), floats[0] if floats else self.inputs[0])
+        self.lens = next((i for i in self.inputs if i is not self.feat and i.dtype.kind in "iu" and len(i.shape) == 1), None)
+        shape = self.feat.shape
+        # time axis: the dynamic non-batch axis; else the one that is not the mel dim; else axis 1.
+        # Only a rank-3 input is a feature sequence; anything else (an image, ...) runs as given.
+        dyn = [a for a in range(1, len(shape)) if shape[a] is None]
+        if len(shape) != 3 and not dyn:
+            self.time_axis = None
+        elif dyn:
+            self.time_axis = dyn[0]
+        elif len(shape) == 3 and n_mels and shape[1] == n_mels and shape[2] != n_mels:
+            self.time_axis = 2
+        else:
+            self.time_axis = 1 if len(shape) >= 2 else 0
+        self.fixed_frames = shape[self.time_axis] if self.time_axis is not None else None
+
+    def shapes(self, frames: int) -> dict:
+        out = {}
+        for i in self.inputs:
+            s = [d if d is not None else 1 for d in i.shape]
+            if i is self.feat and self.time_axis is not None:
+                s[self.time_axis] = frames
+                if len(s) == 3 and i.shape[3 - self.time_axis] is None:
+                    s[3 - self.time_axis] = 80  # unknown feature dim: the usual 80 mel bands
+            out[i.name] = s
+        return out
+
+    def feeds(self, frames: int, rng: np.random.Generator) -> dict:
+        feeds = {}
+        for i, s in zip(self.inputs, self.shapes(frames).values()):
+            if i is self.lens:
+                feeds[i.name] = np.full(s, frames, dtype=i.dtype)
+            elif i.dtype.kind == "f":
+                feeds[i.name] = rng.standard_normal(s).astype(i.dtype)
+            elif i.dtype.kind == "b":
+                feeds[i.name] = np.ones(s, dtype=i.dtype)
+            else:
+                feeds[i.name] = np.zeros(s, dtype=i.dtype)
+        return feeds
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms, dtype=np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "std": float(a.std()),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure(args) -> list[dict]:
+    path = Path(args.model)
+    if not path.is_file():
+        raise SystemExit(f"runner: model {path} does not exist")
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    rss0 = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    model = open_model(path, threads, args.runtime)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    rss_load = _status_kb("VmRSS")
+    spec = InputSpec(model)
+    rng = np.random.default_rng(0)
+    audio_s = float(args.seconds)
+    total_frames = max(1, int(round(audio_s * spec.fps)))
+    chunk_frames = None
+    if args.chunk_seconds:
+        chunk_frames = max(1, int(round(args.chunk_seconds * spec.fps)))
+        if spec.fixed_frames and chunk_frames != spec.fixed_frames:
+            raise SystemExit(f"runner: the model takes fixed windows of {spec.fixed_frames} frames; "
+                             f"--chunk-seconds {args.chunk_seconds} gives {chunk_frames}")
+    elif spec.fixed_frames:
+        chunk_frames = spec.fixed_frames
+
+    files = model_files(path)
+    size = sum(f.stat().st_size for f in files)
+    base = {
+        "schema": SCHEMA,
+        "model": {"name": args.name or path.stem, "path": str(path), "format": path.suffix.lstrip(".").lower(),
+                  "quantization": args.quantization or model.quantization(path), "sha256": sha256_files(files),
+                  "size_bytes": size},
+        "device": args.device, "threads": threads, "warmup": args.warmup, "source": args.source,
+        "runtime": {"name": model.runtime, "version": model.version},
+        "cpu": cpu_info(), "audio_seconds": audio_s, "frames_per_second": spec.fps,
+        "python": platform.python_version(), "numpy": np.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    recs: list[dict] = []
+
+    def rec(metric, value, unit, **kw):
+        r = dict(base, metric=metric, value=value, unit=unit)
+        r.update(kw)
+        recs.append(r)
+
+    rec("model_size", size / 2**20, "MiB", iterations=0, mode="static")
+    rec("load_time", load_ms, "ms", iterations=1, mode="cold")
+    if rss_load is not None:
+        rec("rss_after_load", rss_load / 1024, "MiB", iterations=0, mode="static",
+            extra={"rss_before_load_mib": (rss0 or 0) / 1024})
+
+    deadline = time.perf_counter() + args.max_time
+    if chunk_frames is None:  # offline: the whole utterance in one call
+        model.resize(spec.shapes(total_frames))
+        feeds = spec.feeds(total_frames, rng)
+        first = _timed(lambda: model.run(feeds))
+        warm = [_timed(lambda: model.run(feeds)) for _ in range(args.warmup)]
+        times = []
+        while len(times) < args.iterations and (len(times) < args.min_iterations or time.perf_counter() < deadline):
+            times.append(_timed(lambda: model.run(feeds)))
+        st = _stats(times)
+        kw = dict(iterations=len(times), mode="offline", frames=total_frames)
+        rec("first_inference", first, "ms", **dict(kw, iterations=1))
+        if warm:
+            rec("warmup_mean", float(np.mean(warm)), "ms", **dict(kw, iterations=len(warm)))
+        for k, v in st.items():
+            rec(f"latency_{k}", v, "ms", **kw)
+        rec("rtf", st["p50"] / 1e3 / audio_s, "ratio", **dict(kw, extra={"basis": "latency_p50"}))
+    else:  # streaming: fixed windows one after another, as a device would feed a microphone
+        n_chunks = max(1, math.ceil(total_frames / chunk_frames))
+        model.resize(spec.shapes(chunk_frames))
+        chunks = [spec.feeds(chunk_frames, rng) for _ in range(min(n_chunks, 8))]
+        first = _timed(lambda: model.run(chunks[0]))
+        warm = [_timed(lambda: model.run(chunks[i % len(chunks)])) for i in range(args.warmup)]
+        per_chunk, passes = [], []
+        while len(passes) < args.iterations and (len(passes) < args.min_iterations or time.perf_counter() < deadline):
+            one = [_timed(lambda: model.run(chunks[c % len(chunks)])) for c in range(n_chunks)]
+            per_chunk += one
+            passes.append(sum(one))
+        st = _stats(per_chunk)
+        kw = dict(iterations=len(per_chunk), mode="streaming", chunk_seconds=chunk_frames / spec.fps,
+                  frames=chunk_frames, chunks_per_pass=n_chunks)
+        rec("first_inference", first, "ms", **dict(kw, iterations=1))
+        if warm:
+            rec("warmup_mean", float(np.mean(warm)), "ms", **dict(kw, iterations=len(warm)))
+        for k in ("p50", "p90", "p99", "mean", "std", "max"):
+            rec(f"chunk_latency_{k}", st[k], "ms", **kw)
+        pst = _stats(passes)
+        for k in ("p50", "p90", "p99", "mean", "std"):
+            rec(f"latency_{k}", pst[k], "ms", **dict(kw, iterations=len(passes), extra={"per": "utterance"}))
+        rec("rtf", pst["p50"] / 1e3 / audio_s, "ratio", **dict(kw, iterations=len(passes),
+                                                             extra={"basis": "sum of chunk times, p50 over passes"}))
+    hwm = _status_kb("VmHWM")
+    if hwm is not None:
+        rec("peak_rss", hwm / 1024, "MiB", iterations=0, mode="process")
+    return recs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgekd-bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help=".onnx or .tflite file")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio seconds per utterance (input length)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = the CPUs this process may use)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs after the first inference")
+    p.add_argument("--iterations", type=int, default=20, help="timed runs (utterances)")
+    p.add_argument("--min-iterations", type=int, default=5, help="timed runs even past --max-time")
+    p.add_argument("--max-time", type=float, default=60.0, help="stop timing after this many seconds")
+    p.add_argument("--chunk-seconds", type=float, default=0.0,
+                   help="streaming loop with fixed windows of this length (default: only for fixed-length models)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "onnxruntime", "litert"])
+    p.add_argument("--device", default="unknown", help="device label recorded in every record")
+    p.add_argument("--source", default="measured-on-device", choices=SOURCES)
+    p.add_argument("--name", default="", help="model name (default: file stem)")
+    p.add_argument("--quantization", default="", help="override the detected quantization label")
+    p.add_argument("--out", default="", help="JSONL file to write (default: stdout)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seconds <= 0 or args.iterations < 1 or args.warmup < 0:
+        raise SystemExit("runner: --seconds must be > 0, --iterations >= 1, --warmup >= 0")
+    recs = measure(args)
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in recs)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+        print(f"{out}: {len(recs)} records", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""`edgekd distil`: a small conformer learns a teacher's soft targets (and/or its 1-best / human labels).
+
+Losses (weights in `DistilOptions`):
+- `kd`: frame-level KL at temperature T × T² against the soft targets (rebuilt from top-k,
+  aligned to the student's frame rate);
+- `ctc`: CTC on hard labels — human labels from the review import where given, else the
+  teacher's 1-best (sequence-level KD);
+- `annealing`: Annealing-KD — phase 1 regresses student logits on teacher logits × T/τmax with
+  T stepping 1→τmax; phase 2 trains on hard labels (CTC) only.
+Student and teacher must share the token set (checked, with the difference named). The
+training machinery (resume, progress, checkpoints, dev WER, DDP) is `edgekd.train.loop`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from edgekd.audio import FeaturizerConfig, Quarantine
+from edgekd.config import to_dict
+from edgekd.errors import EdgekdError
+from edgekd.kd_losses import align_frames, annealing_mse, annealing_temperature, kd_loss
+from edgekd.manifest import StageManifest, Utterance, iter_jsonl, read_manifest
+from edgekd.models import load_preset
+from edgekd.models.conformer import ConformerCTC
+from edgekd.softtargets import SoftTargets
+from edgekd.tokens import Tokenizer
+from edgekd.train import ctc_loss, dev_eval_fn, save_fn_for
+from edgekd.train.data import BucketBatchSampler, cache_features, collate, seconds, spec_augment
+from edgekd.train.loop import LoopOptions, dist_info, train_loop
+
+LOSSES = ("kd", "ctc", "kd+ctc", "annealing")
+
+
+@dataclass(frozen=True)
+class DistilOptions:
+    preset: str = "student-xs"  # student preset
+    loss: str = "kd+ctc"  # one of LOSSES
+    temperature: float = 2.0  # KD temperature T
+    kd_weight: float = 1.0  # weight of the frame-level KD term
+    ctc_weight: float = 0.3  # weight of the hard-label CTC term
+    tau_max: int = 7  # Annealing-KD: largest temperature (Jafari et al.: 7 on GLUE)
+    phase1_fraction: float = 0.6  # Annealing-KD: share of steps in phase 1
+    include_review: bool = True  # also learn the soft targets of utterances routed to review
+    loop: LoopOptions = field(default_factory=lambda: LoopOptions(max_steps=2000, lr=2e-3, warmup_steps=200))
+    max_frames: int = 12000  # padded feature frames per batch
+    spec_augment: bool = True
+    max_dev_utts: int = 300
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.temperature <= 0 or self.tau_max < 1:
+            raise ValueError("temperature must be > 0 and tau_max >= 1")
+        if self.loss == "kd+ctc" and self.kd_weight <= 0 and self.ctc_weight <= 0:
+            raise ValueError("loss=kd+ctc needs kd_weight or ctc_weight > 0")
+        if not 0 < self.phase1_fraction < 1:
+            raise ValueError("phase1_fraction must be in (0, 1)")
+
+
+def _training_set(st: SoftTargets, labels: Path, human: Optional[Path], include_review: bool) -> list[Utterance]:
+    """Utterances with soft targets; text = human label if any, else teacher 1-best (distil route)."""
+    human_text = {u.id: u.text for u in read_manifest(human)} if human else {}
+    utts = []
+    for _, d in iter_jsonl(labels):
+        if d["id"] not in st:
+            continue
+        text = human_text.get(d["id"]) or (d["text"] if d.get("route") == "distil" else None)
+        if text is None and not include_review:
+            continue
+        utts.append(Utterance(id=d["id"], audio=d["audio"], duration=d.get("duration"), text=text))
+    return utts
+
+
+def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Path, *,
+               human_labels: str | Path | None = None, dev_manifest: str | Path | None = None,
+               featurizer: FeaturizerConfig = FeaturizerConfig()) -> Path:
+    """Train a student from `soft_targets` (a pseudolabel output folder); returns the manifest path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = dist_info()
+    st = SoftTargets(soft_targets)
+    tokenizer = Tokenizer(st.tokens)
+    dims = load_preset(opts.preset, vocab_size=len(st.tokens), n_mels=featurizer.n_mels)
+    utts = _training_set(st, Path(soft_targets) / "labels.jsonl", Path(human_labels) if human_labels else None,
+                         opts.include_review)
+    if opts.loss == "ctc":  # hard labels only: utterances without text teach nothing
+        utts = [u for u in utts if u.text]
+    if not utts:
+        raise EdgekdError(f"{soft_targets}: no utterances with soft targets to distil from")
+    q = Quarantine(out / "rejected.jsonl", stage="distil")
+    cache = out.parent / ".feature_cache"
+    train = cache_features(utts, featurizer, cache, q, progress=rank == 0 and opts.loop.progress)
+    dev = cache_features([u for u in read_manifest(dev_manifest) if u.text], featurizer, cache, q,
+                         progress=False) if dev_manifest else None
+    student_rate = featurizer.frame_rate / dims.subsampling
+    torch.manual_seed(opts.loop.seed)
+    model = ConformerCTC(dims)
+    model.set_input_stats(*train.stats())
+    texts = {u.id: u.text for u in utts}
+    targets = [tokenizer.encode(texts.get(i) or "") for i in train.ids]
+    has_text = np.array([bool(texts.get(i)) for i in train.ids])
+    phase1 = int(opts.loop.max_steps * opts.phase1_fraction)
+
+    def teacher_batch(idx, n_frames: torch.Tensor, t_max: int) -> torch.Tensor:
+        rows = [align_frames(torch.from_numpy(st.get(train.ids[i])), int(n), st.frame_rate, student_rate)
+                for i, n in zip(idx, n_frames)]
+        out_t = torch.full((len(idx), t_max, len(st.tokens)), -float(np.log(len(st.tokens))))
+        for j, r in enumerate(rows):
+            out_t[j, : r.shape[0]] = r
+        return out_t
+
+    def loss_fn(net, idx, step, gen):
+        x, lens = collate(train, idx)
+        if opts.spec_augment:
+            x = spec_augment(x, lens, gen)
+        logits, olens = net(x, lens)
+        logs: dict[str, float] = {}
+        total = logits.new_zeros(())
+        anneal_t = annealing_temperature(step, phase1, opts.tau_max) if opts.loss == "annealing" else None
+        use_kd = opts.loss in ("kd", "kd+ctc") and opts.kd_weight > 0
+        if use_kd or anneal_t is not None:
+            tl = teacher_batch(idx, olens, logits.shape[1])
+            if anneal_t is not None:
+                total = total + annealing_mse(logits, tl, olens, anneal_t, opts.tau_max)
+                logs["anneal_T"] = anneal_t
+            else:
+                kd = kd_loss(logits, tl, olens, opts.temperature)
+                total = total + opts.kd_weight * kd
+                logs["kd"] = float(kd.detach())
+        use_ctc = opts.loss == "ctc" or (opts.loss == "kd+ctc" and opts.ctc_weight > 0) or \
+            (opts.loss == "annealing" and anneal_t is None)
+        sel = [j for j, i in enumerate(idx) if has_text[i]]
+        if use_ctc and sel:
+            tg = torch.tensor([t for j in sel for t in targets[idx[j]]], dtype=torch.int64)
+            tlen = torch.tensor([len(targets[idx[j]]) for j in sel], dtype=torch.int64)
+            lp = logits[sel].log_softmax(-1).transpose(0, 1)
+            c = torch.nn.functional.ctc_loss(lp, tg, olens[sel], tlen, blank=0, reduction="mean", zero_infinity=True)
+            total = total + (opts.ctc_weight if opts.loss == "kd+ctc" else 1.0) * c
+            logs["ctc"] = float(c.detach())
+        return total, logs
+
+    sampler = BucketBatchSampler(train.lengths, opts.max_frames, seed=opts.loop.seed, rank=rank, world=world)
+    cfg = {**to_dict(opts), "soft_targets": str(soft_targets), "teachers": st.meta.get("teachers")}
+    save = save_fn_for(featurizer, tokenizer.tokens, opts.preset, "student", cfg)
+    t0 = time.time()
+    res = train_loop(model, loss_fn, sampler, opts.loop, out, save, dev_eval_fn(dev, tokenizer, opts.max_dev_utts),
+                     lambda idx: seconds(train, idx, featurizer.frame_rate))
+    if rank != 0:
+        return out / "manifest.json"
+    best = out / ("best.safetensors" if (out / "best.safetensors").exists() else "last.safetensors")
+    (out / "model.safetensors").write_bytes(best.read_bytes())
+    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in res["history"]))
+    m = StageManifest(stage="distil", config=cfg, outputs={"model": "model.safetensors", "history": "history.jsonl"},
+                      metrics={"steps": res["step"], "best": res["best"], "params": model.num_params(),
+                               "utterances": len(train), "with_text": int(has_text.sum()), "rejected": q.count},
+                      timings={"wall_s": round(time.time() - t0, 1)})
+    m.add_inputs(Path(soft_targets) / "meta.json", *([human_labels] if human_labels else []))
+    return m.save(out)

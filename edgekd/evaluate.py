@@ -1,0 +1,76 @@
+"""`edgekd eval`: WER/CER of a model (checkpoint or any teacher) on a labeled manifest.
+
+Writes `hyps.jsonl` (id, ref, hyp, per-utterance WER) and `metrics.json`; bad audio is
+quarantined in `rejected.jsonl` and scoring goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from edgekd.audio import AudioError, Quarantine, load_audio
+from edgekd.decode import greedy, wer_cer
+from edgekd.errors import EdgekdError
+from edgekd.manifest import read_manifest, write_jsonl
+from edgekd.teachers import load_teacher
+from edgekd.tokens import Tokenizer
+
+
+def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quarantine | None = None,
+               progress: bool = False) -> dict[str, str]:
+    """Greedy transcripts {id: text} for `utts`, batched by total duration, longest first."""
+    from tqdm import tqdm
+
+    tok = Tokenizer(teacher.tokens)
+    out: dict[str, str] = {}
+    order = sorted(utts, key=lambda u: -(u.duration or 0))
+    bar = tqdm(total=len(order), desc="decode", disable=not progress)
+    i = 0
+    while i < len(order):
+        batch, waves, total = [], [], 0.0
+        while i < len(order) and (not batch or total + (order[i].duration or 0) <= batch_seconds):
+            u = order[i]
+            i += 1
+            try:
+                waves.append(load_audio(u.audio))
+                batch.append(u)
+                total += len(waves[-1]) / 16000
+            except AudioError as e:
+                if quarantine is not None:
+                    quarantine.add_error(u.id, e)
+        if batch:
+            with torch.no_grad():
+                o = teacher(waves)
+            for u, h in zip(batch, greedy(o.logits, o.lengths, tok)):
+                out[u.id] = h
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def run_eval(model: str, manifest: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
+    """Score `model` (checkpoint path or hf:<id|dir>) on `manifest`; returns the metrics."""
+    import jiwer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    utts = [u for u in read_manifest(manifest) if u.text]
+    if not utts:
+        raise EdgekdError(f"{manifest}: no labeled utterances to score")
+    teacher = load_teacher(model)
+    t0 = time.time()
+    q = Quarantine(out_dir / "rejected.jsonl", stage="eval")
+    hyps = transcribe(teacher, utts, quarantine=q, progress=progress)
+    scored = [u for u in utts if u.id in hyps]
+    rows = [{"id": u.id, "ref": u.text, "hyp": hyps[u.id],
+             "wer": float(jiwer.wer(u.text, hyps[u.id])) if u.text.strip() else None} for u in scored]
+    write_jsonl(out_dir / "hyps.jsonl", rows)
+    m = {**wer_cer([u.text for u in scored], [hyps[u.id] for u in scored]), "rejected": q.count,
+         "model": str(model), "manifest": str(manifest), "seconds": round(time.time() - t0, 2),
+         "audio_s": round(sum(u.duration or 0 for u in scored), 1)}
+    (out_dir / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
+    return m

@@ -1,0 +1,79 @@
+"""Knowledge-distillation losses for CTC students, and teacher/student frame alignment.
+
+- `kd_loss`: frame-level KL(p_teacher^T || p_student^T) × T² (Hinton), averaged over the
+  student's valid frames. The T² keeps its gradient scale comparable across temperatures.
+- `annealing_mse`: Annealing-KD phase 1 (Jafari et al. 2021): MSE between the student's logits and
+  the teacher's logits × T/τmax. Stored soft targets keep log-probs, which are logits minus a
+  per-frame constant, so both sides are centred per frame (mean over tokens) before comparing:
+  the comparison is then exact up to the dropped top-k tail.
+- `align_frames`: teacher frames to the student's frame rate — average probabilities over
+  groups when the teacher is finer, repeat when it is coarser, nearest frame otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def length_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logp: torch.Tensor, lengths: torch.Tensor,
+            temperature: float = 1.0) -> torch.Tensor:
+    """(B, T, V) student logits, (B, T, V) teacher log-probs at T=1, (B,) valid frames -> scalar.
+
+    KL(p_t || p_s) at `temperature`, × temperature², mean over valid frames.
+    """
+    t = temperature
+    lp_s = F.log_softmax(student_logits / t, dim=-1)
+    lp_t = F.log_softmax(teacher_logp / t, dim=-1)
+    kl = (lp_t.exp() * (lp_t - lp_s)).sum(-1)  # (B, T)
+    mask = length_mask(lengths, kl.shape[1]).float()
+    return (kl * mask).sum() / mask.sum().clamp(min=1) * t * t
+
+
+def annealing_mse(student_logits: torch.Tensor, teacher_logp: torch.Tensor, lengths: torch.Tensor,
+                  temperature: float, tau_max: float) -> torch.Tensor:
+    """Annealing-KD phase-1 loss: MSE(student logits, teacher logits × T/τmax), per-frame centred."""
+    zs = student_logits - student_logits.mean(-1, keepdim=True)
+    zt = (teacher_logp - teacher_logp.mean(-1, keepdim=True)) * (temperature / tau_max)
+    se = ((zs - zt) ** 2).mean(-1)
+    mask = length_mask(lengths, se.shape[1]).float()
+    return (se * mask).sum() / mask.sum().clamp(min=1)
+
+
+def annealing_temperature(step: int, phase1_steps: int, tau_max: int) -> int | None:
+    """T for Annealing-KD phase 1 at `step` (stepping 1, 2, ..., τmax in equal stretches);
+    None once phase 1 is over (phase 2: hard labels only)."""
+    if step >= phase1_steps:
+        return None
+    return 1 + min(tau_max - 1, step * tau_max // max(phase1_steps, 1))
+
+
+def align_frames(teacher_logp: torch.Tensor, n_student: int, teacher_rate: float, student_rate: float) -> torch.Tensor:
+    """(T_t, V) teacher log-probs -> (n_student, V) at the student's frame rate."""
+    ratio = teacher_rate / student_rate
+    v = teacher_logp.shape[-1]
+    if abs(ratio - round(ratio)) < 1e-6 and round(ratio) >= 1:
+        m = int(round(ratio))
+        if m > 1:  # teacher finer: average probabilities over m frames
+            need = n_student * m
+            p = teacher_logp.exp()
+            if p.shape[0] < need:
+                p = torch.cat([p, p[-1:].expand(need - p.shape[0], v)]) if p.shape[0] else torch.full((need, v), 1 / v)
+            p = p[:need].reshape(n_student, m, v).mean(1)
+            return torch.log(p.clamp(min=1e-30))
+        out = teacher_logp
+    elif abs(1 / ratio - round(1 / ratio)) < 1e-6:  # teacher coarser: repeat
+        out = teacher_logp.repeat_interleave(int(round(1 / ratio)), dim=0)
+    else:  # nearest teacher frame to each student frame centre
+        idx = torch.clamp(((torch.arange(n_student) + 0.5) * ratio).floor().long(), max=teacher_logp.shape[0] - 1)
+        out = teacher_logp[idx]
+    if out.shape[0] >= n_student:
+        return out[:n_student]
+    pad = out[-1:].expand(n_student - out.shape[0], v) if out.shape[0] else torch.full((n_student, v), -math.log(v))
+    return torch.cat([out, pad])

@@ -1,0 +1,166 @@
+"""Soft-target storage: a teacher's per-frame posteriors, kept compactly and rebuildable.
+
+Encoding (per frame, log-probs at temperature 1 so any temperature can be derived later): the
+most probable tokens are kept, in order, until their mass reaches 1 - `mass_eps` or `k` tokens
+are kept (CTC posteriors are spiky: most frames need 1-2). Per frame that is a uint8 count, and
+per kept token a uint8 id and a float16 log-prob — 1 + 3n bytes for n kept tokens. The mass
+left over, 1 - Σ kept, is spread uniformly over the other V - n tokens on decoding, so the
+rebuilt distribution sums to 1 and keeps every kept probability exactly (to fp16).
+
+Shards (`shard-00000.npz`) hold many utterances; `index.json` maps id -> (shard, frame offset,
+entry offset, frames); `meta.json` holds tokens, frame rate, k, teachers. Shards are written
+atomically (temp + rename), so a shard file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+
+
+def encode_topk(log_probs: np.ndarray, k: int = 8, mass_eps: float = 1e-3) -> dict[str, np.ndarray]:
+    """(T, V) log-probs -> {"counts": (T,) uint8, "ids": (E,) uint8, "logp": (E,) float16}."""
+    lp = np.asarray(log_probs, dtype=np.float32)
+    if lp.ndim != 2 or lp.shape[1] > 256:
+        raise ValueError(f"expected (T, V<=256) log-probs, got {lp.shape}")
+    kk = min(k, lp.shape[1])
+    order = np.argsort(-lp, axis=1, kind="stable")[:, :kk]  # (T, kk) most probable first
+    top = np.take_along_axis(lp, order, axis=1)
+    cum = np.cumsum(np.exp(top), axis=1)
+    # keep token j while the mass before it is < 1 - eps: at least one token per frame
+    keep = np.concatenate([np.ones((lp.shape[0], 1), bool), cum[:, :-1] < 1 - mass_eps], axis=1)
+    counts = keep.sum(1).astype(np.uint8)
+    return {"counts": counts, "ids": order[keep].astype(np.uint8), "logp": top[keep].astype(np.float16)}
+
+
+def decode_topk(counts: np.ndarray, ids: np.ndarray, logp: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Inverse of `encode_topk`: (T, V) float32 log-probs; the leftover mass is spread uniformly."""
+    t = len(counts)
+    lp32 = logp.astype(np.float32)
+    frame = np.repeat(np.arange(t), counts.astype(np.int64))
+    kept_mass = np.zeros(t, np.float64)
+    np.add.at(kept_mass, frame, np.exp(lp32.astype(np.float64)))
+    n_other = vocab_size - counts.astype(np.int64)
+    rest = np.clip(1.0 - kept_mass, 1e-12, None)
+    fill = np.where(n_other > 0, np.log(rest / np.maximum(n_other, 1)), -np.inf).astype(np.float32)
+    out = np.repeat(fill[:, None], vocab_size, axis=1)
+    out[frame, ids.astype(np.int64)] = lp32
+    return out
+
+
+def softmax_at_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """p_T ∝ p^(1/T), returned as log-probs (what KD at temperature T compares against)."""
+    z = np.asarray(log_probs, dtype=np.float64) / temperature
+    z = z - z.max(-1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(-1, keepdims=True))).astype(np.float32)
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def write_shard(out_dir: str | Path, shard: int, items: list[tuple[str, dict[str, np.ndarray]]]) -> Path:
+    """Write one shard of (utterance id, encoded) pairs atomically; returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = [u for u, _ in items]
+    enc = [e for _, e in items]
+    path = out_dir / f"shard-{shard:05d}.npz"
+    _atomic_savez(path,
+                  utt_ids=np.array(ids, dtype=object).astype(str),
+                  frames=np.array([len(e["counts"]) for e in enc], np.int64),
+                  counts=np.concatenate([e["counts"] for e in enc]) if enc else np.zeros(0, np.uint8),
+                  ids=np.concatenate([e["ids"] for e in enc]) if enc else np.zeros(0, np.uint8),
+                  logp=np.concatenate([e["logp"] for e in enc]) if enc else np.zeros(0, np.float16))
+    return path
+
+
+def write_index(out_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Index every shard in `out_dir` and write `index.json` + `meta.json` (after all shards)."""
+    out_dir = Path(out_dir)
+    index: dict[str, list[int]] = {}
+    frames_total, bytes_total = 0, 0
+    for p in sorted(out_dir.glob("shard-*.npz")):
+        s = int(p.stem.split("-")[1])
+        with np.load(p) as z:
+            fo, eo = 0, 0
+            counts = z["counts"]
+            for uid, n in zip(z["utt_ids"], z["frames"]):
+                n = int(n)
+                ne = int(counts[fo : fo + n].sum())
+                index[str(uid)] = [s, fo, eo, n]
+                fo, eo = fo + n, eo + ne
+            frames_total += fo
+            bytes_total += counts.nbytes + z["ids"].nbytes + z["logp"].nbytes
+    meta = {**meta, "utterances": len(index), "frames": frames_total,
+            "bytes_per_frame": round(bytes_total / max(frames_total, 1), 3)}
+    for name, obj in (("index.json", index), ("meta.json", meta)):
+        tmp = out_dir / (name + ".tmp")
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, out_dir / name)
+    return out_dir / "meta.json"
+
+
+class SoftTargets:
+    """Reader: `get(uid)` -> (T, V) log-probs; `get_topk(uid)` -> kept ids/log-probs per frame."""
+
+    def __init__(self, path: str | Path):
+        self.dir = Path(path)
+        try:
+            self.meta = json.loads((self.dir / "meta.json").read_text())
+            self.index = json.loads((self.dir / "index.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise EdgekdError(f"{self.dir}: not a soft-target folder (meta.json/index.json: {e})") from None
+        self.tokens = tuple(self.meta["tokens"])
+        self.frame_rate = float(self.meta["frame_rate"])
+        self.ids = list(self.index)
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, uid: str) -> bool:
+        return uid in self.index
+
+    def _shard(self, s: int) -> dict[str, np.ndarray]:
+        if s not in self._cache:
+            if len(self._cache) > 8:
+                self._cache.pop(next(iter(self._cache)))
+            with np.load(self.dir / f"shard-{s:05d}.npz") as z:
+                self._cache[s] = {k: z[k] for k in ("counts", "ids", "logp")}
+        return self._cache[s]
+
+    def encoded(self, uid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if uid not in self.index:
+            raise EdgekdError(f"utterance {uid} has no soft targets in {self.dir}")
+        s, fo, eo, n = self.index[uid]
+        z = self._shard(s)
+        counts = z["counts"][fo : fo + n]
+        ne = int(counts.sum())
+        return counts, z["ids"][eo : eo + ne], z["logp"][eo : eo + ne]
+
+    def get(self, uid: str) -> np.ndarray:
+        """(T, V) float32 log-probs at temperature 1 (rebuilt)."""
+        return decode_topk(*self.encoded(uid), vocab_size=len(self.tokens))
+
+    def get_topk(self, uid: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (T, k) int64, logp (T, k) float32 padded with -inf, rest log-mass (T,))."""
+        counts, ids, logp = self.encoded(uid)
+        k = k or int(self.meta["k"])
+        t = len(counts)
+        out_ids = np.zeros((t, k), np.int64)
+        out_lp = np.full((t, k), -np.inf, np.float32)
+        frame = np.repeat(np.arange(t), counts.astype(np.int64))
+        slot = np.arange(len(ids)) - np.repeat(np.cumsum(counts.astype(np.int64)) - counts, counts.astype(np.int64))
+        out_ids[frame, slot] = ids
+        out_lp[frame, slot] = logp.astype(np.float32)
+        mass = np.exp(out_lp.astype(np.float64)).sum(1)
+        return out_ids, out_lp, np.log(np.clip(1 - mass, 1e-12, None)).astype(np.float32)

@@ -1,0 +1,134 @@
+"""`edgekd train`: CTC training of a conformer preset on labeled manifests (the teacher recipe).
+
+Writes to `out_dir`: `last.safetensors` + `train_state.pt` (resumable), `best.safetensors`
+(lowest dev WER), `model.safetensors` (final pick: best), `history.jsonl`, `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from edgekd.audio import FeaturizerConfig, Quarantine
+from edgekd.config import to_dict
+from edgekd.decode import greedy, wer_cer
+from edgekd.errors import EdgekdError
+from edgekd.manifest import StageManifest, read_manifest
+from edgekd.models import Checkpoint, load_preset
+from edgekd.models.conformer import ConformerCTC
+from edgekd.tokens import DEFAULT_TOKENS, Tokenizer
+from edgekd.train.data import (BucketBatchSampler, FeatureSet, cache_features, collate, ctc_targets, seconds,
+                               spec_augment)
+from edgekd.train.loop import LoopOptions, dist_info, train_loop
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    preset: str = "teacher-m"  # model preset name or YAML path
+    role: str = "teacher"  # recorded in the checkpoint
+    loop: LoopOptions = LoopOptions()
+    max_frames: int = 24000  # padded feature frames per batch (~4 min of audio)
+    spec_augment: bool = True
+    max_dev_utts: int = 300  # dev WER on at most this many utterances (speed)
+    cache_dir: str = ""  # feature cache; default: <out_dir>/../.feature_cache
+    init: str = ""  # warm start: weights (and input stats) from this checkpoint; its dims must fit the preset
+
+    def __post_init__(self):
+        if self.max_frames < 1000:
+            raise ValueError(f"max_frames ({self.max_frames}) must be >= 1000")
+
+
+def save_fn_for(featurizer: FeaturizerConfig, tokens, preset: str, role: str, train_cfg: dict):
+    def save(model, path: Path, info: dict) -> None:
+        Checkpoint(model=model, featurizer=featurizer, tokens=tuple(tokens), preset=preset, role=role,
+                   train={"config": train_cfg, **info}).save(path)
+    return save
+
+
+def dev_eval_fn(dev: FeatureSet | None, tokenizer: Tokenizer, max_utts: int, batch: int = 16):
+    """A closure scoring greedy WER/CER on the first `max_utts` dev utterances."""
+    if dev is None or len(dev) == 0:
+        return None
+    n = min(len(dev), max_utts)
+    order = sorted(range(n), key=lambda i: int(dev.lengths[i]))
+
+    def run(model) -> dict:
+        hyps, refs = [], []
+        for s in range(0, n, batch):
+            idx = order[s : s + batch]
+            x, lens = collate(dev, idx)
+            logits, olens = model(x, lens)
+            hyps += greedy(logits, olens, tokenizer)
+            refs += [dev.texts[i] or "" for i in idx]
+        return wer_cer(refs, hyps)
+    return run
+
+
+def ctc_loss(model, x, lens, targets, target_lens):
+    logits, olens = model(x, lens)
+    lp = logits.log_softmax(-1).transpose(0, 1)  # (T', B, V) as ctc_loss wants
+    return F.ctc_loss(lp, targets, olens, target_lens, blank=0, reduction="mean", zero_infinity=True)
+
+
+def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str | Path | None,
+              out_dir: str | Path, featurizer: FeaturizerConfig = FeaturizerConfig()) -> Path:
+    """Train a CTC model; returns the path of `out_dir/manifest.json`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = dist_info()
+    tokenizer = Tokenizer(DEFAULT_TOKENS)
+    cache = Path(opts.cache_dir) if opts.cache_dir else out_dir.parent / ".feature_cache"
+    q = Quarantine(out_dir / "rejected.jsonl", stage="train")
+    train_utts = [u for u in read_manifest(train_manifest) if u.text]
+    if not train_utts:
+        raise EdgekdError(f"{train_manifest}: no labeled utterances to train on")
+    train = cache_features(train_utts, featurizer, cache, q, progress=rank == 0 and opts.loop.progress)
+    dev = cache_features([u for u in read_manifest(dev_manifest) if u.text], featurizer, cache, q,
+                         progress=False) if dev_manifest else None
+    dims = load_preset(opts.preset, vocab_size=len(tokenizer), n_mels=featurizer.n_mels)
+    torch.manual_seed(opts.loop.seed)
+    model = ConformerCTC(dims)
+    model.set_input_stats(*train.stats())
+    if opts.init:
+        from edgekd.models import load_checkpoint
+
+        init = load_checkpoint(opts.init, featurizer=featurizer, tokens=tokenizer.tokens)
+        if init.dims != dims:
+            raise EdgekdError(f"--init {opts.init}: its dims differ from preset {opts.preset}")
+        model.load_state_dict(init.model.state_dict())
+    targets = [tokenizer.encode(t or "") for t in train.texts]
+    sampler = BucketBatchSampler(train.lengths, opts.max_frames, seed=opts.loop.seed, rank=rank, world=world)
+
+    def loss_fn(net, idx, step, gen):
+        x, lens = collate(train, idx)
+        if opts.spec_augment:
+            x = spec_augment(x, lens, gen)
+        tg = torch.tensor([i for j in idx for i in targets[j]], dtype=torch.int64)
+        tl = torch.tensor([len(targets[j]) for j in idx], dtype=torch.int64)
+        return ctc_loss(net, x, lens, tg, tl), {}
+
+    cfg = to_dict(opts)
+    save = save_fn_for(featurizer, tokenizer.tokens, opts.preset, opts.role, cfg)
+    t0 = time.time()
+    res = train_loop(model, loss_fn, sampler, opts.loop, out_dir, save,
+                     dev_eval_fn(dev, tokenizer, opts.max_dev_utts),
+                     lambda idx: seconds(train, idx, featurizer.frame_rate))
+    if rank != 0:
+        return out_dir / "manifest.json"
+    best = out_dir / ("best.safetensors" if (out_dir / "best.safetensors").exists() else "last.safetensors")
+    final = out_dir / "model.safetensors"
+    final.write_bytes(best.read_bytes())
+    (out_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in res["history"]))
+    thr = [h["audio_s_per_s"] for h in res["history"] if "audio_s_per_s" in h]
+    m = StageManifest(stage="train", config=cfg, outputs={"model": "model.safetensors", "history": "history.jsonl"},
+                      metrics={"steps": res["step"], "best": res["best"], "params": model.num_params(),
+                               "train_utterances": len(train), "train_hours": round(float(train.lengths.sum()) / featurizer.frame_rate / 3600, 3),
+                               "audio_s_per_s": round(thr[-1], 1) if thr else None, "rejected": q.count},
+                      timings={"wall_s": round(time.time() - t0, 1)})
+    m.add_inputs(train_manifest, *([dev_manifest] if dev_manifest else []))
+    return m.save(out_dir)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The shipped teacher's recipe. Rerunning it rebuilds the same corpus (same seed: byte-identical
+# WAVs) and retrains the teacher; rerunning after a kill resumes training where it stopped.
+# Usage: bash scripts/train_teacher.sh [DATA_DIR] [RUN_DIR] [HOURS_OF_TRAINING]
+set -euo pipefail
+DATA=${1:-data/corpus}
+RUN=${2:-runs/teacher}
+HOURS=${3:-1.2}
+[ -f "$DATA/manifest.json" ] || edgekd synth --out "$DATA" --hours-source 3 --hours-target 1.0 --source-drift 0.5 --seed 1234
+edgekd train --role teacher --preset teacher-m --train "$DATA/source/train.jsonl" --dev "$DATA/source/dev.jsonl" \
+  --out "$RUN" --steps 1000 --lr 2e-3 --warmup 150 --max-frames 12000 --eval-every 200 --ckpt-every 50 \
+  --hours "$HOURS" --threads 2 --seed 0
+mkdir -p models/teacher
+python3 -m edgekd.models.ship "$RUN/model.safetensors" models/teacher/teacher.safetensors
+edgekd eval --model models/teacher/teacher.safetensors --manifest "$DATA/source/test.jsonl" --out "$RUN/eval-source-test"
+edgekd eval --model models/teacher/teacher.safetensors --manifest "$DATA/target/test.jsonl" --out "$RUN/eval-target-test"
+python3 scripts/model_card.py --run "$RUN" --data "$DATA" --model models/teacher/teacher.safetensors

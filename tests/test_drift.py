@@ -1,0 +1,62 @@
+"""Drift verdicts: same-domain splits say no drift, clean source vs drifted target says drift."""
+
+import json
+
+import pytest
+import torch
+
+from edgekd.drift import DriftOptions, mmd_permutation, run_drift
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from edgekd.synth import SynthOptions, run_synth
+
+    d = tmp_path_factory.mktemp("drift")
+    # 40+ clean source utterances split into two halves, and 20+ drifted target ones
+    run_synth(SynthOptions(seed=21, hours_source=0.04, hours_target=0.02, dev_fraction=0.45, test_fraction=0.45,
+                           piper_fraction=0.0), d, progress=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.tokens import DEFAULT_TOKENS
+
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("t") / "t.safetensors"
+    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
+    return str(p)
+
+
+OPTS = DriftOptions(permutations=200)
+
+
+def test_same_domain_is_no_drift(corpus, teacher, tmp_path):
+    r = run_drift(OPTS, corpus / "source/dev.jsonl", corpus / "source/test.jsonl", tmp_path, teacher)
+    assert r["verdict"] == "no drift"
+    assert (tmp_path / "drift.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "drift.json").read_text())["utterances"]["reference"] >= 15
+
+
+def test_clean_vs_drifted_is_drift(corpus, teacher, tmp_path):
+    r = run_drift(OPTS, corpus / "source/dev.jsonl", corpus / "target/test.jsonl", tmp_path, teacher)
+    assert r["verdict"] == "drift"
+    assert r["mmd"]["p_value"] < 0.01 and r["ks"]["fraction_significant"] >= 0.1
+
+
+def test_no_teacher_uses_log_mel_stats(corpus, tmp_path):
+    r = run_drift(OPTS, corpus / "source/dev.jsonl", corpus / "target/test.jsonl", tmp_path)
+    assert r["verdict"] == "drift" and r["mmd"]["features"] == "log-mel mean+std" and r["confidence"] is None
+
+
+def test_mmd_null_and_alternative():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 5)), rng.standard_normal((40, 5))
+    assert mmd_permutation(x, y, 200, rng)[1] > 0.01
+    assert mmd_permutation(x, y + 1.0, 200, rng)[1] < 0.01

@@ -1,0 +1,116 @@
+"""Static graph cost and the latency estimate: hand-computed MACs and liveness peak, monotonicity."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from benchmodels import onnx_ctc
+from edgekd.profile.devices import load_device
+from edgekd.profile.estimate import OpCost, analyze, estimate_latency, estimate_records, op_time
+
+
+def _model(nodes, inputs, outputs, inits):
+    g = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    return m
+
+
+def _w(name, shape):
+    return numpy_helper.from_array(np.zeros(shape, np.float32), name)
+
+
+def test_liveness_peak_on_a_hand_built_graph():
+    # x(1,1000) -Relu-> a -MatMul W1(1000,2000)-> b -Relu-> c ; d = c + b ; e = d @ W2(2000,10)
+    # float32 sizes: x 4000 B, a 4000, b 8000, c 8000, d 8000, e 40.
+    # live per node: n0 {x,a}=8000  n1 {a,b}=12000  n2 {b,c}=16000  n3 {b,c,d}=24000  n4 {d,e}=8040
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="n0"),
+             helper.make_node("MatMul", ["a", "W1"], ["b"], name="n1"),
+             helper.make_node("Relu", ["b"], ["c"], name="n2"),
+             helper.make_node("Add", ["c", "b"], ["d"], name="n3"),
+             helper.make_node("MatMul", ["d", "W2"], ["e"], name="n4")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])],
+               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 10])],
+               [_w("W1", (1000, 2000)), _w("W2", (2000, 10))])
+    cost = analyze(m, frames=1)
+    assert cost.peak_activation_bytes == 24000 and cost.peak_at == "n3"
+    assert cost.params == 1000 * 2000 + 2000 * 10 and cost.weight_bytes == 4 * cost.params
+    assert cost.macs == 1000 * 2000 + 2000 * 10  # the two MatMuls; Relu/Add have none
+    assert cost.per_type["MatMul"]["count"] == 2
+
+
+def test_macs_of_conv_depthwise_and_gemm_match_hand_counts():
+    # x (1, 8, 100) -Conv(16 out, k=3, pad 1)-> (1,16,100): 16*100*8*3 MACs
+    # -> depthwise Conv (group 16, k=5, pad 2): 16*100*5 MACs -> Gemm on (1, 1600) x (1600, 4)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1], name="conv"),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[2, 2], group=16, name="dw"),
+             helper.make_node("Flatten", ["c2"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w3"], ["y"], name="fc")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 100])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+               [_w("w1", (16, 8, 3)), _w("w2", (16, 1, 5)), _w("w3", (1600, 4))])
+    cost = analyze(m, frames=100)
+    by = {o.name: o for o in cost.ops}
+    assert by["conv"].macs == 16 * 100 * 8 * 3 and by["conv"].op_class == "conv"
+    assert by["dw"].macs == 16 * 100 * 5 and by["dw"].op_class == "dwconv"
+    assert by["fc"].macs == 1600 * 4 and by["fc"].op_class == "gemm"
+    assert by["flat"].op_class == "shape" and by["flat"].bytes == 0
+
+
+def test_dynamic_time_axis_scales_cost(tmp_path):
+    p = onnx_ctc(tmp_path / "m.onnx", hidden=64, vocab=30)
+    c1, c2 = analyze(p, 100), analyze(p, 400)
+    assert c1.macs == 100 * (80 * 64 + 64 * 30) and c2.macs == 4 * c1.macs
+    assert c2.peak_activation_bytes > c1.peak_activation_bytes and c1.params == c2.params
+
+
+def test_torch_exported_graph_resolves(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(80, 32, 3, stride=2, padding=1)
+            self.lin = torch.nn.Linear(32, 20)
+
+        def forward(self, x, x_lens):
+            h = self.conv(x.transpose(1, 2)).transpose(1, 2)
+            return torch.log_softmax(self.lin(torch.relu(h)), -1), (x_lens + 1) // 2
+
+    path = tmp_path / "t.onnx"
+    t = torch.export.Dim("T", min=8, max=20000)
+    torch.onnx.export(M().eval(), (torch.randn(2, 64, 80), torch.tensor([64, 50])), str(path), dynamo=True,
+                      input_names=["x", "x_lens"], output_names=["log_probs", "log_probs_len"],
+                      dynamic_shapes=({1: t}, None))
+    cost = analyze(path, 200)
+    # batch stays at the exported 2 (only T was declared dynamic)
+    assert cost.macs == pytest.approx(2 * (100 * 32 * 80 * 3 + 100 * 32 * 20))
+
+
+def test_estimate_is_monotone_in_macs():
+    dev = load_device("rpi4")
+    times = []
+    for macs in (1e4, 1e6, 1e7, 1e8, 1e9, 1e10):
+        op = OpCost("x", "MatMul", "gemm", "fp32", macs, bytes=1e6, weight_bytes=5e5)
+        c, m, o = op_time(op, dev, threads=4)
+        times.append(max(c, m) + o)
+    assert times == sorted(times) and times[-1] > times[0]
+
+
+def test_estimate_grows_with_model_size_and_shrinks_with_faster_devices(tmp_path):
+    small = analyze(onnx_ctc(tmp_path / "s.onnx", hidden=32), 1000)
+    big = analyze(onnx_ctc(tmp_path / "b.onnx", hidden=512), 1000)
+    assert big.macs > small.macs
+    for name in ("rpi3", "rpi4", "rpi5", "pixel7"):
+        dev = load_device(name)
+        assert estimate_latency(big, dev)["latency_ms"] > estimate_latency(small, dev)["latency_ms"]
+    lat = [estimate_latency(big, load_device(n), 1)["latency_ms"] for n in ("rpi3", "rpi4", "rpi5")]
+    assert lat[0] > lat[1] > lat[2]  # A53 > A72 > A76 single-thread time
+
+
+def test_estimate_records_are_labelled_estimated(tmp_path):
+    recs = estimate_records(onnx_ctc(tmp_path / "m.onnx"), load_device("rpi5"), seconds=4.0)
+    assert recs and all(r["source"] == "estimated" and r["device"] == "rpi5" for r in recs)
+    m = {r["metric"]: r for r in recs}
+    assert m["rtf"]["value"] == pytest.approx(m["latency_est"]["value"] / 1e3 / 4.0)
+    assert m["memory_est"]["value"] >= m["peak_activation"]["value"] and m["macs"]["value"] > 0

@@ -1,0 +1,126 @@
+"""Pseudo-labeling: outputs, quarantine, routing, ensemble math, kill/resume identity."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.errors import EdgekdError
+from edgekd.manifest import Utterance, read_manifest, write_manifest
+from edgekd.pseudolabel import Ensemble, PseudoLabelOptions, _route, confidence, run_pseudolabel
+from edgekd.softtargets import SoftTargets
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from edgekd.synth import SynthOptions, run_synth
+
+    d = tmp_path_factory.mktemp("pl")
+    run_synth(SynthOptions(seed=11, hours_source=0.0005, hours_target=0.004, min_split_utts=2, piper_fraction=0.0),
+              d / "corpus", progress=False)
+    utts = read_manifest(d / "corpus/target/train.jsonl")
+    (d / "bad.wav").write_text("not audio at all")
+    utts.append(Utterance(id="zz-bad", audio=str(d / "bad.wav"), duration=1.0))
+    write_manifest(d / "unlabeled.jsonl", utts)
+    return d
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.tokens import DEFAULT_TOKENS
+
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("t") / "teacher.safetensors"
+    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
+    return str(p)
+
+
+def _outputs(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())
+            if p.suffix in (".npz", ".jsonl") or p.name in ("index.json", "meta.json")}
+
+
+def test_outputs_quarantine_and_routing(data, teacher, tmp_path):
+    opts = PseudoLabelOptions(shard_utts=4, review_fraction=0.25, workers=2)
+    m = json.loads(run_pseudolabel(opts, data / "unlabeled.jsonl", [teacher], tmp_path, progress=False).read_text())
+    n_good = len(read_manifest(data / "unlabeled.jsonl")) - 1
+    labels = [json.loads(l) for l in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == n_good and m["metrics"]["rejected"] == 1
+    rej = json.loads((tmp_path / "rejected.jsonl").read_text())
+    assert rej["id"] == "zz-bad" and rej["reason"] == "unreadable"
+    st = SoftTargets(tmp_path)
+    assert set(st.ids) == {l["id"] for l in labels} and st.frame_rate == 25.0
+    for l in labels[:3]:
+        assert st.get(l["id"]).shape == (l["frames"], 29)
+    routes = [l["route"] for l in labels]
+    assert routes.count("review") >= 1 and routes.count("distil") + routes.count("review") == n_good
+    assert len(read_manifest(tmp_path / "review.jsonl")) == routes.count("review")
+    assert m["metrics"]["bytes_per_frame"] > 0
+
+
+def test_kill_and_resume_gives_identical_outputs(data, teacher, tmp_path):
+    opts = PseudoLabelOptions(shard_utts=3, workers=1)
+    run_pseudolabel(opts, data / "unlabeled.jsonl", [teacher], tmp_path / "full", progress=False)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_pseudolabel(opts, data / "unlabeled.jsonl", [teacher], tmp_path / "killed", progress=False,
+                        fail_after_shards=1)
+    assert len(list((tmp_path / "killed").glob("shard-*.npz"))) == 1
+    run_pseudolabel(opts, data / "unlabeled.jsonl", [teacher], tmp_path / "killed", progress=False)
+    assert _outputs(tmp_path / "full") == _outputs(tmp_path / "killed")
+
+
+def test_ensemble_averages_probabilities(teacher, tmp_path):
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(16000).astype(np.float32) * 0.1]
+    one = Ensemble([teacher])(waves)[0]
+    two = Ensemble([teacher, teacher], [3.0, 1.0])(waves)[0]
+    assert torch.allclose(one, two, atol=1e-5)
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.tokens import DEFAULT_TOKENS
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(other)
+    a, b = Ensemble([teacher])(waves)[0], Ensemble([str(other)])(waves)[0]
+    mix = Ensemble([teacher, str(other)], [1, 3])(waves)[0]
+    assert torch.allclose(mix.exp(), 0.25 * a.exp() + 0.75 * b.exp(), atol=1e-5)
+    odd = tmp_path / "odd.safetensors"
+    Checkpoint(ConformerCTC(load_preset("tiny", vocab_size=5)).eval(), FeaturizerConfig(),
+               ("<blk>", "a", "b", "c", "d"), "tiny").save(odd)
+    with pytest.raises(EdgekdError, match="token set differs"):
+        Ensemble([teacher, str(odd)])
+
+
+def test_confidence_and_routing_rules():
+    lp = np.log(np.array([[0.99, 0.01, 0.0 + 1e-9], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6]]) + 1e-12)
+    assert confidence(lp) == pytest.approx((0.7 + 0.6) / 2, abs=1e-6)
+    assert confidence(np.log(np.array([[0.9, 0.1]]))) == 0.0  # nothing emitted
+    labels = [{"confidence": c, "text": "x"} for c in (0.1, 0.5, 0.9, 0.95)]
+    assert _route(labels, PseudoLabelOptions(confidence_threshold=0.6)) == 0.6
+    assert [l["route"] for l in labels] == ["review", "review", "distil", "distil"]
+    _route(labels, PseudoLabelOptions(review_fraction=0.25))
+    assert [l["route"] for l in labels].count("review") == 1
+    with pytest.raises(ValueError, match="engine"):
+        PseudoLabelOptions(engine="spark")
+
+
+def test_ray_engine_gives_the_same_outputs(data, teacher, tmp_path):
+    pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
+    local = PseudoLabelOptions(shard_utts=4, workers=1)
+    run_pseudolabel(local, data / "unlabeled.jsonl", [teacher], tmp_path / "local", progress=False)
+    ray_opts = PseudoLabelOptions(shard_utts=4, workers=2, engine="ray")
+    run_pseudolabel(ray_opts, data / "unlabeled.jsonl", [teacher], tmp_path / "ray", progress=False)
+    a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "ray")
+    assert a.keys() == b.keys()
+    assert a["labels.jsonl"] == b["labels.jsonl"] and a["index.json"] == b["index.json"]
+    for k in a:
+        if k.endswith(".npz"):
+            za, zb = np.load(tmp_path / "local" / k), np.load(tmp_path / "ray" / k)
+            for arr in ("counts", "ids", "logp"):
+                assert np.array_equal(za[arr], zb[arr]), (k, arr)

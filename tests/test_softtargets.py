@@ -1,0 +1,83 @@
+"""Soft targets: encode/decode round trip, compactness, shards + index, temperature."""
+
+import numpy as np
+import pytest
+
+from edgekd.softtargets import (SoftTargets, decode_topk, encode_topk, softmax_at_temperature, write_index,
+                                write_shard)
+
+V = 29
+
+
+def _ctc_like(t, seed=0, peaky=9.0):
+    """Spiky CTC-like log-probs: mostly blank, sometimes a token, a few uncertain frames."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((t, V))
+    z[:, 0] += peaky
+    spikes = rng.random(t) < 0.25
+    z[spikes, rng.integers(1, V, spikes.sum())] += peaky + 2
+    z[rng.random(t) < 0.1] *= 0.3  # flat, uncertain frames
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def test_round_trip_within_tolerance():
+    lp = _ctc_like(500)
+    rebuilt = decode_topk(**encode_topk(lp, k=8, mass_eps=1e-3), vocab_size=V)
+    p, q = np.exp(lp), np.exp(rebuilt)
+    assert np.allclose(q.sum(1), 1.0, atol=1e-3)
+    enc = encode_topk(lp, k=8, mass_eps=1e-3)
+    kept = np.zeros(len(lp))
+    np.add.at(kept, np.repeat(np.arange(len(lp)), enc["counts"]), np.exp(enc["logp"].astype(np.float64)))
+    # only the dropped mass moves (it is spread uniformly): total variation <= 2 x dropped (+ fp16)
+    assert (np.abs(p - q).sum(1) <= 2 * (1 - kept) + 2e-3).all()
+    assert (rebuilt.argmax(1) == lp.argmax(1)).all()
+    kl = (p * (lp - rebuilt)).sum(1)
+    assert np.median(kl) < 1e-3
+
+
+def test_full_k_is_near_lossless_and_compact_on_spiky():
+    lp = _ctc_like(400, seed=1)
+    full = decode_topk(**encode_topk(lp, k=V, mass_eps=0.0), vocab_size=V)
+    assert np.abs(np.exp(full) - np.exp(lp)).max() < 1e-3  # fp16 precision only
+    spiky = _ctc_like(400, seed=1, peaky=12.0)  # a trained CTC model: blank ~0.9997 between spikes
+    enc = encode_topk(spiky, k=8)
+    bytes_per_frame = (enc["counts"].nbytes + enc["ids"].nbytes + enc["logp"].nbytes) / len(spiky)
+    assert bytes_per_frame <= 8
+    assert enc["counts"].max() <= 8 and enc["counts"].min() >= 1
+
+
+def test_temperature():
+    lp = _ctc_like(50, seed=2)
+    assert np.allclose(softmax_at_temperature(lp, 1.0), lp, atol=1e-5)
+    t2 = np.exp(softmax_at_temperature(lp, 2.0))
+    assert np.allclose(t2.sum(1), 1, atol=1e-5)
+    ent = lambda p: -(p * np.log(p + 1e-30)).sum(1)  # noqa: E731
+    assert (ent(t2) >= ent(np.exp(lp)) - 1e-6).all()  # softer
+
+
+def test_shards_index_and_reader(tmp_path):
+    utts = {f"u{i}": _ctc_like(30 + 7 * i, seed=i) for i in range(7)}
+    items = [(u, encode_topk(lp)) for u, lp in utts.items()]
+    write_shard(tmp_path, 0, items[:4])
+    write_shard(tmp_path, 1, items[4:])
+    meta = write_index(tmp_path, {"tokens": ["<blk>"] + [chr(97 + i) for i in range(V - 1)], "frame_rate": 25.0, "k": 8})
+    st = SoftTargets(tmp_path)
+    assert len(st) == 7 and set(st.ids) == set(utts) and st.frame_rate == 25.0
+    for uid, lp in utts.items():
+        got = st.get(uid)
+        assert got.shape == lp.shape and (got.argmax(1) == lp.argmax(1)).all()
+        ids, lpk, rest = st.get_topk(uid)
+        assert ids.shape == (len(lp), 8) and np.isneginf(lpk).any()
+        assert np.allclose(np.exp(lpk).sum(1) + np.exp(rest), 1, atol=1e-3)
+        assert (ids[:, 0] == lp.argmax(1)).all()
+    import json
+
+    assert json.loads(meta.read_text())["frames"] == sum(len(v) for v in utts.values())
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_reader_refuses_non_soft_target_dir(tmp_path):
+    from edgekd.errors import EdgekdError
+
+    with pytest.raises(EdgekdError, match="not a soft-target folder"):
+        SoftTargets(tmp_path)
