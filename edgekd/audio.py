@@ -28,15 +28,25 @@ SILENCE_RMS = 1e-4  # below -80 dBFS everywhere: silence or a digital zero file
 
 @dataclass(frozen=True)
 class FeaturizerConfig:
+    """Kaldi-style log-mel filterbank, bit-for-bit the recipe of kaldi-native-fbank.
+
+    The defaults are exactly what the sherpa-onnx runtime computes for its CTC models of type
+    `zipformer2_ctc` (FeatureExtractorConfig defaults: povey window, DC removal, 0.97 pre-emphasis
+    per frame, 20-7600 Hz HTK mel bands, no dither, snip_edges=false, log floor FLT_EPSILON), so a
+    model trained here runs on a Pi/phone under sherpa-onnx with the features it was trained on.
+    """
+
     sample_rate: int = SAMPLE_RATE  # Hz the model expects; audio is resampled to it
     n_fft: int = 512  # FFT size (window zero-padded to it)
     win_length: int = 400  # 25 ms analysis window
     hop_length: int = 160  # 10 ms frame shift -> 100 frames/s
-    n_mels: int = 80  # mel bands (sherpa-onnx NeMo-style models take 80)
+    n_mels: int = 80  # mel bands
     f_min: float = 20.0
-    f_max: float = 7600.0  # below Nyquist so telephone-band audio still fills the top bands
-    log_floor: float = 1e-6  # added before log so silence is finite
-    preemphasis: float = 0.97  # 0 disables
+    f_max: float = 7600.0  # sherpa-onnx's high_freq=-400: Nyquist - 400 Hz
+    log_floor: float = 1.1920929e-07  # log(max(energy, floor)); FLT_EPSILON as in Kaldi
+    preemphasis: float = 0.97  # applied inside each frame, Kaldi style; 0 disables
+    window: str = "povey"  # povey | hann | hamming, as kaldi-native-fbank defines them
+    remove_dc_offset: bool = True  # subtract each frame's mean before pre-emphasis
 
     def __post_init__(self):
         self._verify()
@@ -48,6 +58,8 @@ class FeaturizerConfig:
             raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min} f_max={self.f_max}")
         if self.hop_length <= 0 or self.n_mels <= 0:
             raise ValueError("hop_length and n_mels must be positive")
+        if self.window not in ("povey", "hann", "hamming"):
+            raise ValueError(f"window must be povey, hann or hamming, got {self.window!r}")
 
     @property
     def frame_rate(self) -> float:
@@ -64,48 +76,90 @@ class FeaturizerConfig:
         return cls(**d)
 
     def num_frames(self, num_samples: int) -> int:
-        """Frames `Featurizer` yields for `num_samples` samples (center=False framing)."""
-        return max(0, (num_samples - self.win_length) // self.hop_length + 1)
+        """Frames `Featurizer` yields for `num_samples` samples (Kaldi snip_edges=false)."""
+        return max(0, (num_samples + self.hop_length // 2) // self.hop_length)
+
+
+def _kaldi_window(kind: str, n: int) -> torch.Tensor:
+    # kaldi-native-fbank: "hann" is periodic (torch.hann_window's default), the others symmetric
+    a = 2 * math.pi / (n if kind == "hann" else n - 1)
+    i = torch.arange(n, dtype=torch.float64)
+    if kind == "hamming":
+        return 0.54 - 0.46 * torch.cos(a * i)
+    w = 0.5 - 0.5 * torch.cos(a * i)
+    return w**0.85 if kind == "povey" else w
+
+
+def _kaldi_mel(cfg: FeaturizerConfig) -> np.ndarray:
+    """(n_fft//2 + 1, n_mels) triangular HTK-mel filters as Kaldi's MelBanks builds them
+    (the Nyquist bin gets no weight, filters are not area-normalised)."""
+    def mel(f):
+        return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+    n_bins = cfg.n_fft // 2
+    freqs = np.arange(n_bins) * cfg.sample_rate / cfg.n_fft
+    m = mel(freqs)
+    lo, hi = mel(cfg.f_min), mel(cfg.f_max)
+    delta = (hi - lo) / (cfg.n_mels + 1)
+    out = np.zeros((n_bins + 1, cfg.n_mels), np.float64)
+    for b in range(cfg.n_mels):
+        left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
+        up = (m > left) & (m <= center)
+        down = (m > center) & (m < right)
+        out[:n_bins][up, b] = (m[up] - left) / (center - left)
+        out[:n_bins][down, b] = (right - m[down]) / (right - center)
+    return out
 
 
 class Featurizer(torch.nn.Module):
     """Waveform (B, N) float32 in [-1, 1] + lengths (B,) -> log-mel (B, T, n_mels), lengths (B,).
 
-    Written with torch ops that export to ONNX (no stft complex outputs: the DFT is a matmul
-    with a fixed basis), so the featurizer can live inside an exported graph.
+    Written with torch ops that export to ONNX (framing is a gather, the DFT a matmul with a
+    fixed basis), so the featurizer can live inside an exported graph. Framing follows Kaldi's
+    snip_edges=false: frame t is centred on sample t*hop + hop/2 and samples outside the
+    utterance are mirrored from its own edges (per utterance, so padding never leaks in).
     Frames past each utterance's length are zeroed. Features are raw log-mel: the model
     normalises them with mean/std buffers stored in its own weights.
     """
 
     def __init__(self, cfg: FeaturizerConfig = FeaturizerConfig()):
         super().__init__()
-        import librosa  # only for the mel filterbank matrix
-
         self.cfg = cfg
-        window = torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64)
         n_bins = cfg.n_fft // 2 + 1
         k = torch.arange(n_bins, dtype=torch.float64)[:, None]
         n = torch.arange(cfg.win_length, dtype=torch.float64)[None, :]
         ang = 2 * math.pi * k * n / cfg.n_fft
+        window = _kaldi_window(cfg.window, cfg.win_length)
         # (win_length, 2*n_bins): windowed real and imaginary DFT basis
         basis = torch.cat([torch.cos(ang), -torch.sin(ang)], 0) * window[None, :]
         self.register_buffer("dft", basis.T.float().contiguous(), persistent=False)
-        mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                                  fmin=cfg.f_min, fmax=cfg.f_max, htk=False, norm="slaney")
-        self.register_buffer("mel", torch.from_numpy(mel.T.astype(np.float32)), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(_kaldi_mel(cfg).astype(np.float32)), persistent=False)
+        self.register_buffer("offsets", torch.arange(cfg.win_length, dtype=torch.int64), persistent=False)
         self.n_bins = n_bins
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
         cfg = self.cfg
         if lengths is None:
             lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.int64, device=wave.device)
+        hop = cfg.hop_length
+        feat_lens = (lengths + hop // 2) // hop
+        n_frames = (wave.shape[1] + hop // 2) // hop
+        start = torch.arange(n_frames, device=wave.device) * hop + (hop // 2 - cfg.win_length // 2)
+        idx = start[:, None] + self.offsets[None, :]  # (T, win) sample index of each frame sample
+        n = lengths.clamp(min=1)[:, None, None]
+        idx = idx[None].expand(wave.shape[0], -1, -1)
+        idx = torch.where(idx < 0, -idx - 1, idx)  # mirror at the start, Kaldi's way
+        idx = torch.where(idx >= n, 2 * n - 1 - idx, idx)  # and at this utterance's own end
+        idx = idx.clamp(min=0)
+        frames = torch.gather(wave, 1, idx.reshape(wave.shape[0], -1)).reshape(idx.shape)  # (B, T, win)
+        if cfg.remove_dc_offset:
+            frames = frames - frames.mean(-1, keepdim=True)
         if cfg.preemphasis:
-            wave = torch.cat([wave[:, :1], wave[:, 1:] - cfg.preemphasis * wave[:, :-1]], dim=1)
-        frames = wave.unfold(1, cfg.win_length, cfg.hop_length)  # (B, T, win)
+            frames = torch.cat([frames[..., :1] * (1 - cfg.preemphasis),
+                                frames[..., 1:] - cfg.preemphasis * frames[..., :-1]], dim=-1)
         spec = frames @ self.dft  # (B, T, 2*bins)
         power = spec[..., : self.n_bins] ** 2 + spec[..., self.n_bins :] ** 2
-        feats = torch.log(power @ self.mel + cfg.log_floor)
-        feat_lens = torch.clamp((lengths - cfg.win_length) // cfg.hop_length + 1, min=0)
+        feats = torch.log(torch.clamp(power @ self.mel, min=cfg.log_floor))
         mask = torch.arange(feats.shape[1], device=wave.device)[None, :] < feat_lens[:, None]
         return feats * mask[..., None], feat_lens
 

@@ -5,10 +5,10 @@
 set -euo pipefail
 DATA=${1:-data/corpus}
 RUN=${2:-runs/teacher}
-HOURS=${3:-1.2}
+HOURS=${3:-2.0}
 [ -f "$DATA/manifest.json" ] || edgekd synth --out "$DATA" --hours-source 3 --hours-target 1.0 --source-drift 0.5 --seed 1234
 edgekd train --role teacher --preset teacher-m --train "$DATA/source/train.jsonl" --dev "$DATA/source/dev.jsonl" \
-  --out "$RUN" --steps 1000 --lr 2e-3 --warmup 150 --max-frames 12000 --eval-every 200 --ckpt-every 50 \
+  --out "$RUN" --steps 1600 --lr 2e-3 --warmup 150 --max-frames 12000 --eval-every 200 --ckpt-every 50 \
   --hours "$HOURS" --threads 2 --seed 0
 mkdir -p models/teacher
 python3 -m edgekd.models.ship "$RUN/model.safetensors" models/teacher/teacher.safetensors

@@ -112,23 +112,29 @@ def test_featurizer_padding_is_zero_and_batch_equals_single():
     assert torch.allclose(feats[1, : int(lens[1])], single[0], atol=1e-4)
 
 
-def test_featurizer_matches_librosa():
-    import librosa
-
-    cfg = FeaturizerConfig(preemphasis=0.0)
-    x = _speechlike(16000)
-    ours, _ = featurize([x], cfg)
-    # librosa centres the 400-sample window inside its 512-sample frame; 56 leading zeros put
-    # its windows on the same samples as ours.
-    off = (cfg.n_fft - cfg.win_length) // 2
-    mel = librosa.feature.melspectrogram(y=np.concatenate([np.zeros(off, np.float32), x]), sr=SR, n_fft=cfg.n_fft,
-                                         win_length=cfg.win_length, hop_length=cfg.hop_length, center=False,
-                                         power=2.0, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max,
-                                         window="hann", htk=False, norm="slaney")
-    ref = np.log(mel.T + cfg.log_floor)
-    n = min(len(ref), ours.shape[1])
-    assert n >= ours.shape[1] - 1
-    assert np.abs(ours[0, :n].numpy() - ref[:n]).max() < 1e-2
+@pytest.mark.parametrize("cfg", [FeaturizerConfig(), FeaturizerConfig(window="hann", remove_dc_offset=False),
+                                 FeaturizerConfig(preemphasis=0.0, window="hamming", f_min=0.0, f_max=8000.0)])
+@pytest.mark.parametrize("n", [401, 12345, 16000])
+def test_featurizer_matches_kaldi_native_fbank(cfg, n):
+    """Same features as kaldi-native-fbank, the library sherpa-onnx computes them with on a device."""
+    knf = pytest.importorskip("kaldi_native_fbank")
+    x = _speechlike(n, seed=n)
+    o = knf.FbankOptions()
+    o.frame_opts.dither = 0
+    o.frame_opts.snip_edges = False
+    o.frame_opts.window_type = cfg.window
+    o.frame_opts.remove_dc_offset = cfg.remove_dc_offset
+    o.frame_opts.preemph_coeff = cfg.preemphasis
+    o.mel_opts.num_bins = cfg.n_mels
+    o.mel_opts.low_freq = cfg.f_min
+    o.mel_opts.high_freq = cfg.f_max
+    fb = knf.OnlineFbank(o)
+    fb.accept_waveform(SR, x.tolist())
+    fb.input_finished()
+    ref = np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)])
+    ours, lens = featurize([x], cfg)
+    assert ours.shape[1] == int(lens[0]) == len(ref) == cfg.num_frames(n)
+    assert np.abs(ours[0].numpy() - ref).max() < 1e-3
 
 
 def test_featurizer_exports_to_onnx(tmp_path):

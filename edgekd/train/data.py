@@ -47,7 +47,25 @@ class FeatureSet:
 
 def cache_features(utts: list[Utterance], cfg: FeaturizerConfig, cache_dir: str | Path,
                    quarantine: Quarantine | None = None, batch: int = 16, progress: bool = True) -> FeatureSet:
-    """Compute (or reuse) the cache for `utts` with featurizer `cfg` under `cache_dir`."""
+    """Compute (or reuse) the cache for `utts` with featurizer `cfg` under `cache_dir`.
+
+    Under torchrun only rank 0 computes it; the other ranks wait, then map the finished files
+    (two ranks writing the same cache raced on its temp files and killed a DDP run).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_rank() == 0:
+            fs = _build_cache(utts, cfg, cache_dir, quarantine, batch, progress)
+            dist.barrier()
+            return fs
+        dist.barrier()
+        return _build_cache(utts, cfg, cache_dir, None, batch, False)  # reuses rank 0's cache
+    return _build_cache(utts, cfg, cache_dir, quarantine, batch, progress)
+
+
+def _build_cache(utts: list[Utterance], cfg: FeaturizerConfig, cache_dir: str | Path,
+                 quarantine: Quarantine | None, batch: int, progress: bool) -> FeatureSet:
     from tqdm import tqdm
 
     key = hashlib.sha256(json.dumps([cfg.to_dict(), [(u.id, u.audio, u.md5) for u in utts]],
@@ -76,9 +94,10 @@ def cache_features(utts: list[Utterance], cfg: FeaturizerConfig, cache_dir: str 
             texts.append(u.text)
             lengths.append(int(n))
     allf = np.concatenate(chunks) if chunks else np.zeros((0, cfg.n_mels), np.float16)
-    np.save(cache_dir / "feats.npy.tmp.npy", allf)
-    os.replace(cache_dir / "feats.npy.tmp.npy", cache_dir / "feats.npy")
-    tmp = cache_dir / "index.json.tmp"
+    tmp_feats = cache_dir / f"feats.{os.getpid()}.tmp.npy"  # per-process names: concurrent jobs can't clash
+    np.save(tmp_feats, allf)
+    os.replace(tmp_feats, cache_dir / "feats.npy")
+    tmp = cache_dir / f"index.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"ids": ids, "texts": texts, "lengths": lengths}))
     os.replace(tmp, index_path)  # written last: its presence means the cache is complete
     return _open_cache(cache_dir)
