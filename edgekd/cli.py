@@ -377,6 +377,9 @@ def profile(
     _print_profile(run_profile(opts, models, out, wer=wers or None))
 
 
+from edgekd import cli_compress  # noqa: E402,F401  (registers prune/quantize/export/verify on `app`)
+
+
 def main() -> None:
     try:
         app()

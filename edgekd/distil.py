@@ -48,6 +48,7 @@ class DistilOptions:
     tau_max: int = 7  # Annealing-KD: largest temperature (Jafari et al.: 7 on GLUE)
     phase1_fraction: float = 0.6  # Annealing-KD: share of steps in phase 1
     include_review: bool = True  # also learn the soft targets of utterances routed to review
+    init: str = ""  # start from this checkpoint (e.g. a pruned student) instead of a fresh preset
     loop: LoopOptions = field(default_factory=lambda: LoopOptions(max_steps=2000, lr=2e-3, warmup_steps=200))
     max_frames: int = 12000  # padded feature frames per batch
     spec_augment: bool = True
@@ -87,7 +88,12 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
     rank, world = dist_info()
     st = SoftTargets(soft_targets)
     tokenizer = Tokenizer(st.tokens)
-    dims = load_preset(opts.preset, vocab_size=len(st.tokens), n_mels=featurizer.n_mels)
+    init = None
+    if opts.init:
+        from edgekd.models import load_checkpoint
+
+        init = load_checkpoint(opts.init, featurizer=featurizer, tokens=st.tokens)
+    dims = init.dims if init else load_preset(opts.preset, vocab_size=len(st.tokens), n_mels=featurizer.n_mels)
     utts = _training_set(st, Path(soft_targets) / "labels.jsonl", Path(human_labels) if human_labels else None,
                          opts.include_review)
     if opts.loss == "ctc":  # hard labels only: utterances without text teach nothing
@@ -101,8 +107,11 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
                          progress=False) if dev_manifest else None
     student_rate = featurizer.frame_rate / dims.subsampling
     torch.manual_seed(opts.loop.seed)
-    model = ConformerCTC(dims)
-    model.set_input_stats(*train.stats())
+    if init is not None:
+        model = init.model.train()  # keeps its own input statistics
+    else:
+        model = ConformerCTC(dims)
+        model.set_input_stats(*train.stats())
     texts = {u.id: u.text for u in utts}
     targets = [tokenizer.encode(texts.get(i) or "") for i in train.ids]
     has_text = np.array([bool(texts.get(i)) for i in train.ids])
@@ -148,7 +157,8 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
 
     sampler = BucketBatchSampler(train.lengths, opts.max_frames, seed=opts.loop.seed, rank=rank, world=world)
     cfg = {**to_dict(opts), "soft_targets": str(soft_targets), "teachers": st.meta.get("teachers")}
-    save = save_fn_for(featurizer, tokenizer.tokens, opts.preset, "student", cfg)
+    save = save_fn_for(featurizer, tokenizer.tokens, init.preset if init else opts.preset, "student", cfg,
+                       init.extra if init else None)
     t0 = time.time()
     res = train_loop(model, loss_fn, sampler, opts.loop, out, save, dev_eval_fn(dev, tokenizer, opts.max_dev_utts),
                      lambda idx: seconds(train, idx, featurizer.frame_rate))

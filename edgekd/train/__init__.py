@@ -43,10 +43,11 @@ class TrainOptions:
             raise ValueError(f"max_frames ({self.max_frames}) must be >= 1000")
 
 
-def save_fn_for(featurizer: FeaturizerConfig, tokens, preset: str, role: str, train_cfg: dict):
+def save_fn_for(featurizer: FeaturizerConfig, tokens, preset: str, role: str, train_cfg: dict,
+                extra: dict | None = None):
     def save(model, path: Path, info: dict) -> None:
         Checkpoint(model=model, featurizer=featurizer, tokens=tuple(tokens), preset=preset, role=role,
-                   train={"config": train_cfg, **info}).save(path)
+                   train={"config": train_cfg, **info}, extra=dict(extra or {})).save(path)
     return save
 
 

@@ -1,0 +1,122 @@
+"""`edgekd prune | quantize | export | verify`: the compression and export commands.
+
+Kept apart from cli.py only to keep modules short; they register on the same typer app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgekd.cli import OutDir, _say, app
+from edgekd.errors import EdgekdError
+
+
+def _opts(cls, **kw):
+    try:
+        return cls(**kw)
+    except ValueError as e:
+        raise EdgekdError(str(e)) from None
+
+
+@app.command()
+def prune(
+    model: Annotated[Path, typer.Option(help="Student checkpoint (.safetensors).")],
+    out: OutDir,
+    ratio: Annotated[float, typer.Option(help="Share of FFN/conv channels to remove per layer.")] = 0.5,
+    pseudolabels: Annotated[Optional[Path], typer.Option(help="Soft targets for the KD fine-tune.")] = None,
+    dev: Annotated[Optional[Path], typer.Option(help="Dev manifest scored during the fine-tune.")] = None,
+    finetune_steps: Annotated[int, typer.Option(help="KD fine-tune steps (0 = none).")] = 300,
+):
+    """Structured pruning (tensors shrink) + a short KD fine-tune against the teacher's soft targets.
+
+    Usage: edgekd prune --model runs/student/model.safetensors --pseudolabels runs/pl --out runs/pruned --ratio 0.5
+    """
+    from edgekd.export import PruneOptions, run_prune
+
+    opts = _opts(PruneOptions, ratio=ratio, finetune_steps=finetune_steps if pseudolabels else 0)
+    _say(str(run_prune(opts, model, out, soft_targets=pseudolabels, dev_manifest=dev)))
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Option(help="fp32 ONNX model from `edgekd export`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
+    mode: Annotated[str, typer.Option(help="int8-dynamic, int8-static or fp16.")] = "int8-dynamic",
+    calib: Annotated[Optional[Path], typer.Option(help="Manifest of real audio (int8-static calibration).")] = None,
+    calib_utts: Annotated[int, typer.Option(help="Calibration utterances.")] = 32,
+):
+    """Quantize an exported ONNX model with ONNX Runtime (metadata is kept, `quantization` updated).
+
+    Usage: edgekd quantize --model runs/export/model.onnx --mode int8-static --calib data/corpus/target/dev.jsonl --out m.int8.onnx
+    """
+    import json
+
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.export.onnx import read_metadata
+    from edgekd.export.quantize import calibration_features, quantize as q
+
+    if not model.exists():
+        raise EdgekdError(f"{model} does not exist")
+    cal = None
+    if mode == "int8-static":
+        if calib is None:
+            raise EdgekdError("--mode int8-static needs --calib MANIFEST (real audio)")
+        feat = FeaturizerConfig.from_dict(json.loads(read_metadata(model)["featurizer"]))
+        cal = calibration_features(calib, feat, calib_utts)
+    _say(str(q(model, out, mode, calibration=cal)))
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.safetensors) to export.")],
+    test: Annotated[Path, typer.Option(help="Labeled test manifest for verification (WER, diffs).")],
+    out: OutDir,
+    calib: Annotated[Optional[Path], typer.Option(help="Calibration manifest (default: --test).")] = None,
+    quant: Annotated[Optional[list[str]], typer.Option("--quantize", help="ONNX variants (repeat).")] = None,
+    tflite: Annotated[Optional[list[str]], typer.Option(help="LiteRT variants: fp32, int8-dynamic (repeat).")] = None,
+    no_tflite: Annotated[bool, typer.Option("--no-tflite", help="Skip LiteRT.")] = False,
+    window: Annotated[int, typer.Option(help="LiteRT fixed window in feature frames.")] = 600,
+    waveform: Annotated[bool, typer.Option(help="Also export model.wave.onnx (featurizer in the graph).")] = False,
+    verify_utts: Annotated[int, typer.Option(help="Test utterances per artifact.")] = 100,
+):
+    """Export to ONNX (+int8/fp16), LiteRT and a sherpa-onnx package; verify every artifact.
+
+    Usage: edgekd export --model runs/student/model.safetensors --test data/corpus/target/test.jsonl --out runs/export
+    """
+    from edgekd.export import ONNX_QUANT, ExportOptions, run_export
+
+    opts = _opts(ExportOptions, quantize=tuple(quant) if quant else ONNX_QUANT,
+                 tflite=() if no_tflite else (tuple(tflite) if tflite else ("fp32", "int8-dynamic")),
+                 tflite_window=window, waveform_graph=waveform, verify_utts=verify_utts)
+    import json
+
+    m = run_export(opts, model, out, test_manifest=test, calib_manifest=calib)
+    _say((Path(out) / "verify.md").read_text())
+    _say(str(m))
+    failed = json.loads(m.read_text())["metrics"]["failed"]
+    if failed:
+        raise EdgekdError(f"verify: {', '.join(failed)} outside tolerance (artifacts kept in {out})")
+
+
+@app.command()
+def verify(
+    model: Annotated[Path, typer.Option(help="The PyTorch checkpoint the artifacts came from.")],
+    artifacts: Annotated[Path, typer.Option(help="artifacts.json written by `edgekd export`.")],
+    test: Annotated[Path, typer.Option(help="Labeled test manifest.")],
+    max_utts: Annotated[int, typer.Option(help="Test utterances per artifact.")] = 100,
+):
+    """Re-check exported artifacts against the PyTorch model: max diff, agreement, WER, size, latency.
+
+    Usage: edgekd verify --model runs/student/model.safetensors --artifacts runs/export/artifacts.json --test data/corpus/target/test.jsonl
+    """
+    from edgekd.export.verify import artifacts_from_json, table_md, verify as v
+    from edgekd.models import load_checkpoint
+
+    rows = v(load_checkpoint(model), artifacts_from_json(artifacts), test, max_utts=max_utts)
+    _say(table_md(rows))
+    bad = [r["artifact"] for r in rows if not r["ok"]]
+    if bad:
+        raise EdgekdError(f"outside tolerance: {', '.join(bad)}")

@@ -1,0 +1,187 @@
+"""Compression and export: pruning, quantization, ONNX, LiteRT, sherpa-onnx; every artifact verified.
+
+Stage entry points:
+- `run_prune(PruneOptions, checkpoint, out_dir, soft_targets=...)`: structured pruning + KD fine-tune;
+- `run_export(ExportOptions, checkpoint, out_dir, test_manifest=...)`: ONNX (+ int8/fp16), LiteRT,
+  sherpa-onnx package, then `verify` writes `verify.table.json` / `verify.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd.config import to_dict
+from edgekd.errors import EdgekdError
+from edgekd.manifest import StageManifest
+from edgekd.models import load_checkpoint
+
+ONNX_QUANT = ("int8-dynamic", "int8-static", "fp16")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    quantize: tuple[str, ...] = ONNX_QUANT  # ONNX variants besides fp32
+    waveform_graph: bool = False  # also export model.wave.onnx (featurizer inside: raw audio in)
+    tflite: tuple[str, ...] = ("fp32", "int8-dynamic")  # LiteRT variants; skipped without litert-torch
+    tflite_window: int = 600  # LiteRT fixed window, feature frames (6 s)
+    tflite_context: int = 48  # frames of context each side when chunking longer audio
+    sherpa: bool = True  # write a sherpa-onnx package (model.onnx, model.int8.onnx, tokens.txt)
+    calibration_utts: int = 32  # int8-static calibration utterances (real audio)
+    verify_utts: int = 100  # test utterances scored per artifact
+    latency_repeats: int = 5
+
+    def __post_init__(self):
+        self._verify()
+
+    def _verify(self):
+        from edgekd.export.litert import TFLITE_MODES
+
+        bad = [q for q in self.quantize if q not in ONNX_QUANT] + [t for t in self.tflite if t not in TFLITE_MODES]
+        if bad:
+            raise ValueError(f"unknown quantization mode(s) {bad}; ONNX: {ONNX_QUANT}, LiteRT: {TFLITE_MODES}")
+        if self.tflite_window < 16 or not 8 <= self.tflite_context < self.tflite_window // 2:
+            raise ValueError("need tflite_window >= 16 and 8 <= tflite_context < tflite_window/2")
+        if self.calibration_utts < 1 or self.verify_utts < 1:
+            raise ValueError("calibration_utts and verify_utts must be >= 1")
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    ratio: float = 0.5  # share of FFN hidden / conv channels removed per layer
+    multiple: int = 8  # kept widths are multiples of this (SIMD-friendly)
+    prune_conv: bool = True
+    finetune_steps: int = 300  # KD fine-tune steps after pruning (0 = none)
+    loss: str = "kd+ctc"
+    lr: float = 5e-4
+    max_frames: int = 12000
+
+    def __post_init__(self):
+        if not 0 < self.ratio < 1:
+            raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
+        if self.finetune_steps < 0 or self.multiple < 1:
+            raise ValueError("finetune_steps must be >= 0 and multiple >= 1")
+
+
+def write_sherpa_package(onnx_fp32: Path, onnx_int8: Path | None, out: Path) -> Path:
+    """A folder sherpa-onnx loads with `OfflineRecognizer.from_zipformer_ctc(model, tokens)`."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_fp32, out / "model.onnx")
+    if onnx_int8 is not None:
+        shutil.copyfile(onnx_int8, out / "model.int8.onnx")
+    shutil.copyfile(onnx_fp32.parent / "tokens.txt", out / "tokens.txt")
+    (out / "README.md").write_text(
+        "# sherpa-onnx package (edgekd)\n\nCTC model in sherpa-onnx's `zipformer2_ctc` layout: 80-dim kaldi fbank "
+        "computed by sherpa-onnx itself (the features the model was trained on).\n\n```python\nimport sherpa_onnx\n"
+        "rec = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model='model.int8.onnx', tokens='tokens.txt',\n"
+        "                                                      num_threads=4)\ns = rec.create_stream()\n"
+        "s.accept_waveform(16000, samples)  # float32 in [-1, 1]\nrec.decode_stream(s)\nprint(s.result.text)\n```\n\n"
+        "Command line: `sherpa-onnx-offline --zipformer2-ctc-model=model.int8.onnx --tokens=tokens.txt x.wav`\n")
+    return out
+
+
+def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path, *,
+               test_manifest: str | Path, calib_manifest: str | Path | None = None, progress: bool = True) -> Path:
+    """Export `checkpoint` to every requested format, verify each, write the stage manifest."""
+    from edgekd.export.litert import export_tflite, have_litert_torch
+    from edgekd.export.onnx import export_onnx
+    from edgekd.export.quantize import calibration_features, quantize
+    from edgekd.export.verify import Artifact, artifacts_to_json, table_md, verify
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ck = load_checkpoint(checkpoint)
+    t0 = time.time()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+
+    def step(name):
+        timings[name] = round(time.time() - t0 - sum(timings.values()), 1)
+        if progress:
+            print(f"export: {name} done ({timings[name]} s)", flush=True)
+
+    fp32 = export_onnx(ck, out / "model.onnx")
+    arts = [Artifact("onnx-fp32", str(fp32), "onnx", "fp32")]
+    step("onnx")
+    if opts.waveform_graph:
+        export_onnx(ck, out / "model.wave.onnx", waveform=True, write_tokens=False)
+        step("onnx-waveform")
+    calib = None
+    for q in opts.quantize:
+        if q == "int8-static" and calib is None:
+            calib = calibration_features(calib_manifest or test_manifest, ck.featurizer, opts.calibration_utts)
+        p = quantize(fp32, out / f"model.{q}.onnx", q, calibration=calib)
+        arts.append(Artifact(f"onnx-{q}", str(p), "onnx", q))
+        step(f"onnx-{q}")
+    if opts.tflite:
+        if have_litert_torch():
+            for mode in opts.tflite:
+                p = export_tflite(ck, out / f"model.{mode}.tflite", window_frames=opts.tflite_window, mode=mode)
+                arts.append(Artifact(f"tflite-{mode}.chunked", str(p), "tflite", mode, opts.tflite_window,
+                                     opts.tflite_context))
+                step(f"tflite-{mode}")
+        else:
+            notes.append("LiteRT skipped: litert-torch not installed (pip install 'edgekd[tflite]')")
+    if opts.sherpa:
+        int8 = out / "model.int8-dynamic.onnx"
+        pkg = write_sherpa_package(fp32, int8 if int8.exists() else None, out / "sherpa-onnx")
+        arts.append(Artifact("sherpa-onnx", str(pkg), "sherpa-onnx", "fp32"))
+    artifacts_to_json(arts, out / "artifacts.json")
+    rows = verify(ck, arts, test_manifest, max_utts=opts.verify_utts, repeats=opts.latency_repeats, progress=progress)
+    step("verify")
+    (out / "verify.table.json").write_text(json.dumps({"title": "Exported artifacts vs PyTorch", "rows": rows},
+                                                      indent=1))
+    (out / "verify.md").write_text(table_md(rows) + "".join(f"\n- {n}" for n in notes))
+    failed = [r["artifact"] for r in rows if not r["ok"]]
+    m = StageManifest(stage="export", config={**to_dict(opts), "checkpoint": str(checkpoint)},
+                      outputs={a.name: str(Path(a.path).relative_to(out)) for a in arts} |
+                      {"verify": "verify.table.json", "artifacts": "artifacts.json"},
+                      metrics={"failed": failed, "notes": notes, "params": ck.model.num_params()},
+                      timings=timings)
+    m.add_inputs(checkpoint, test_manifest)
+    # A failed check is recorded (manifest, table, report) rather than raised, so the artifacts
+    # that did pass still get profiled; `edgekd export` exits non-zero on it.
+    return m.save(out)
+
+
+def run_prune(opts: PruneOptions, checkpoint: str | Path, out_dir: str | Path, *,
+              soft_targets: str | Path | None = None, dev_manifest: str | Path | None = None,
+              progress: bool = True) -> Path:
+    """Structured pruning of `checkpoint`, then (with soft targets) a KD fine-tune; writes model.safetensors."""
+    from edgekd.export.prune import count_macs_per_frame, structured_prune
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    ck = load_checkpoint(checkpoint)
+    before = {"params": ck.model.num_params(), "weight_macs_per_frame": count_macs_per_frame(ck.model)}
+    pruned = structured_prune(ck, opts.ratio, multiple=opts.multiple, prune_conv=opts.prune_conv)
+    pruned.extra["pruning"]["params_before"] = before["params"]
+    pruned.save(out / "pruned.safetensors")
+    after = {"params": pruned.model.num_params(), "weight_macs_per_frame": count_macs_per_frame(pruned.model)}
+    final = "pruned.safetensors"
+    if opts.finetune_steps and soft_targets:
+        from edgekd.distil import DistilOptions, run_distil
+        from edgekd.train.loop import LoopOptions
+
+        run_distil(DistilOptions(loss=opts.loss, init=str(out / "pruned.safetensors"), max_frames=opts.max_frames,
+                                 loop=LoopOptions(max_steps=opts.finetune_steps, lr=opts.lr, warmup_steps=20,
+                                                  eval_every=max(opts.finetune_steps // 2, 1), progress=progress)),
+                   soft_targets, out / "finetune", dev_manifest=dev_manifest, featurizer=ck.featurizer)
+        shutil.copyfile(out / "finetune/model.safetensors", out / "model.safetensors")
+        final = "model.safetensors"
+    elif opts.finetune_steps:
+        raise EdgekdError("pruning fine-tune needs soft targets (a pseudolabel output folder); "
+                          "pass them or set finetune_steps=0")
+    else:
+        shutil.copyfile(out / "pruned.safetensors", out / "model.safetensors")
+    m = StageManifest(stage="prune", config={**to_dict(opts), "checkpoint": str(checkpoint)},
+                      outputs={"model": "model.safetensors", "pruned": "pruned.safetensors"},
+                      metrics={"before": before, "after": after, "finetuned_from": final,
+                               "ffn_dims": list(pruned.dims.ffn_dims), "conv_dims": list(pruned.dims.conv_dims)},
+                      timings={"wall_s": round(time.time() - t0, 1)})
+    m.add_inputs(checkpoint)
+    return m.save(out)

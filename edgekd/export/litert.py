@@ -1,0 +1,154 @@
+"""LiteRT (.tflite) export at a fixed window, dynamic-range int8, and chunked inference.
+
+litert-torch converts only a fixed input length (a dynamic time axis fails, see
+`known_broken.py`), so the model is exported for a window of `window_frames` feature frames
+(default 600 = 6 s) with a length input, and longer audio runs in overlapping windows:
+`chunked_log_probs` slides the window by `window - 2*context` frames and keeps each window's
+centre, so every kept output frame saw at least `context` frames of left and right context
+(except at the ends of the utterance). Its WER cost against whole-utterance inference is
+measured by `edgekd verify` (row `*.chunked`).
+
+The metadata that ONNX files carry inside is written beside the .tflite as `<file>.json`.
+The conversion needs the optional extra: pip install 'edgekd[tflite]'.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from edgekd.errors import EdgekdError
+from edgekd.export.onnx import LogProbsGraph, metadata_for
+from edgekd.models import Checkpoint
+
+TFLITE_MODES = ("fp32", "int8-dynamic")
+
+
+def have_litert_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("litert_torch") is not None
+
+
+class _WindowGraph(torch.nn.Module):
+    """Fixed window: x (1, W, F) + x_lens (1,) int32 -> log_probs (1, W', V)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.g = LogProbsGraph(model)
+
+    def forward(self, x, x_lens):
+        lp, _ = self.g(x, x_lens.to(torch.int64))
+        return lp
+
+
+def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600, mode: str = "fp32") -> Path:
+    """Convert `ck` to LiteRT with a fixed (1, window_frames, n_mels) input; `mode` fp32 or int8-dynamic."""
+    if mode not in TFLITE_MODES:
+        raise EdgekdError(f"unknown LiteRT mode {mode!r}; choose from {', '.join(TFLITE_MODES)}")
+    if not have_litert_torch():
+        raise EdgekdError("LiteRT export needs litert-torch: pip install 'edgekd[tflite]'")
+    import litert_torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if window_frames < ck.dims.min_frames:
+        raise EdgekdError(f"window_frames must be >= {ck.dims.min_frames}")
+    args = (torch.zeros(1, window_frames, ck.dims.n_mels), torch.tensor([window_frames], dtype=torch.int32))
+    with torch.no_grad():
+        try:
+            edge = litert_torch.convert(_WindowGraph(ck.model.eval()).eval(), args)
+        except Exception as e:
+            raise EdgekdError(f"LiteRT conversion failed: {str(e).splitlines()[0]}") from e
+    with tempfile.TemporaryDirectory() as td:
+        fp32 = Path(td) / "fp32.tflite"
+        edge.export(str(fp32))
+        if mode == "int8-dynamic":
+            from ai_edge_quantizer import quantizer, recipe
+
+            qt = quantizer.Quantizer(str(fp32))
+            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+            qt.quantize().export_model(str(Path(td) / "q.tflite"), overwrite=True)
+            fp32 = Path(td) / "q.tflite"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(fp32.read_bytes())
+        tmp.replace(path)
+    meta = metadata_for(ck, quantization=mode, window_frames=str(window_frames))
+    meta["model_type"] = "edgekd_ctc_window"  # not a sherpa-onnx model
+    sidecar(path).write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def sidecar(path: str | Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+class TfliteModel:
+    """A fixed-window .tflite model run with ai-edge-litert's interpreter."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interp = Interpreter(model_path=str(path), num_threads=threads)
+        self.interp.allocate_tensors()
+        ins = self.interp.get_input_details()
+        self.x_in = next(d for d in ins if len(d["shape"]) == 3)
+        self.len_in = next((d for d in ins if len(d["shape"]) == 1), None)
+        self.out = self.interp.get_output_details()[0]
+        self.window = int(self.x_in["shape"][1])
+
+    def __call__(self, x: np.ndarray, n: int) -> np.ndarray:
+        """x (1, window, F) zero-padded past `n` valid frames -> log_probs (1, W', V)."""
+        self.interp.set_tensor(self.x_in["index"], x.astype(np.float32))
+        if self.len_in is not None:
+            self.interp.set_tensor(self.len_in["index"], np.array([n], dtype=self.len_in["dtype"]))
+        self.interp.invoke()
+        return self.interp.get_tensor(self.out["index"])
+
+
+def _out_len(n: int, subsampling: int) -> int:
+    for _ in range({2: 1, 4: 2, 8: 3}[subsampling]):
+        n = max((n - 1) // 2, 0)
+    return n
+
+
+def chunked_log_probs(run_window: Callable[[np.ndarray, int], np.ndarray], feats: np.ndarray, window: int,
+                      context: int, subsampling: int = 4) -> np.ndarray:
+    """Log-probs (T', V) for features (T, F) of any length through a fixed-`window` model.
+
+    Windows start every `window - 2*context` frames (a multiple of the subsampling); each
+    contributes the output frames of its centre. A short utterance is one zero-padded window.
+    """
+    T = len(feats)
+    if context < 2 * subsampling or window <= 2 * context:
+        # the front end's valid convolutions lose ~2 output frames at each window edge
+        raise EdgekdError(f"chunking needs 2*subsampling ({2 * subsampling}) <= context ({context}) < window/2 "
+                          f"(window {window})")
+    stride = (window - 2 * context) // subsampling * subsampling
+    ctx_out = context // subsampling
+    total = _out_len(T, subsampling)
+    pieces, produced, start = [], 0, 0
+    while produced < total:
+        chunk = feats[start : start + window]
+        n = len(chunk)
+        x = np.zeros((1, window, feats.shape[1]), np.float32)
+        x[0, :n] = chunk
+        lp = run_window(x, n)[0, : _out_len(n, subsampling)]
+        first = start // subsampling
+        keep_from = produced - first  # output frames already emitted by earlier windows
+        last_window = start + window >= T
+        keep_to = len(lp) if last_window else min(len(lp), keep_from + stride // subsampling
+                                                  + (ctx_out if start == 0 else 0))
+        if keep_to > keep_from:
+            pieces.append(lp[keep_from:keep_to])
+            produced += keep_to - keep_from
+        if last_window:
+            break
+        start += stride
+    out = np.concatenate(pieces) if pieces else np.zeros((0, 0), np.float32)
+    return out[:total]

@@ -1,0 +1,159 @@
+"""ONNX export of a conformer checkpoint: dynamic time axis, self-describing metadata.
+
+The graph follows sherpa-onnx's `zipformer2_ctc` contract, which is also what the on-device
+runner (`edgekd.bench`) expects: inputs `x` (N, T, 80) float32 log-mel + `x_lens` (N,) int64,
+outputs `log_probs` (N, T', V) + `log_probs_len` (N,). With `waveform=True` the featurizer is
+inside the graph instead: `audio` (N, S) float32 in [-1, 1] + `audio_lens` (N,) int64.
+
+Metadata (ONNX `metadata_props`, strings) makes the file usable with no other knowledge:
+`model_type`, `vocab_size`, `subsampling_factor`, `frame_rate`, `featurizer` (JSON of
+FeaturizerConfig), `tokens` (JSON list), `dims` (JSON), `preset`, `quantization`, `input`,
+`edgekd_version`. `tokens.txt` is written beside it for sherpa-onnx.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd import __version__
+from edgekd.audio import Featurizer
+from edgekd.errors import EdgekdError
+from edgekd.models import Checkpoint
+from edgekd.tokens import Tokenizer
+
+OPSET = 18
+MAX_FRAMES = 100_000  # upper bound of the dynamic time axis: ~16 min of audio
+
+
+class LogProbsGraph(torch.nn.Module):
+    """(x, x_lens) -> (log_probs, log_probs_len): the exported contract."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor):
+        return self.model.log_probs(x, x_lens)
+
+
+class WaveformGraph(torch.nn.Module):
+    """(audio, audio_lens) -> (log_probs, log_probs_len): features computed in the graph."""
+
+    def __init__(self, model: torch.nn.Module, featurizer: Featurizer):
+        super().__init__()
+        self.model, self.featurizer = model, featurizer
+
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor):
+        x, x_lens = self.featurizer(audio, audio_lens)
+        return self.model.log_probs(x, x_lens)
+
+
+def metadata_for(ck: Checkpoint, quantization: str = "fp32", waveform: bool = False, **extra: Any) -> dict[str, str]:
+    meta = {
+        "model_type": "zipformer2_ctc",  # the sherpa-onnx CTC family whose I/O contract this graph follows
+        "vocab_size": str(len(ck.tokens)),
+        "subsampling_factor": str(ck.dims.subsampling),
+        "frame_rate": f"{ck.frame_rate:g}",
+        "featurizer": json.dumps(ck.featurizer.to_dict()),
+        "tokens": json.dumps(list(ck.tokens)),
+        "dims": json.dumps(ck.dims.to_dict()),
+        "preset": ck.preset,
+        "role": ck.role,
+        "quantization": quantization,
+        "input": "waveform" if waveform else "features",
+        "edgekd_version": __version__,
+        "comment": "edgekd conformer CTC; greedy CTC over log_probs, blank id 0",
+    }
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return meta
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in m.metadata_props}
+
+
+def set_metadata(path: str | Path, meta: dict[str, str]) -> None:
+    """Replace the metadata of an ONNX file in place (atomic)."""
+    import onnx
+
+    path = Path(path)
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, meta)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(m, str(tmp))
+    tmp.replace(path)
+
+
+def export_onnx(ck: Checkpoint, path: str | Path, *, waveform: bool = False, write_tokens: bool = True) -> Path:
+    """Export `ck` to one self-contained ONNX file with a dynamic batch and time axis."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = ck.model.eval()
+    if ck.dims.subsampling != 4:
+        warnings.warn("sherpa-onnx's zipformer2_ctc loader assumes subsampling 4; "
+                      f"this model uses {ck.dims.subsampling} (edgekd's runner reads the metadata)")
+    T = torch.export.Dim("T", min=ck.dims.min_frames, max=MAX_FRAMES)
+    N = torch.export.Dim("N", min=1, max=256)
+    if waveform:
+        fz = Featurizer(ck.featurizer)
+        hop, win = ck.featurizer.hop_length, ck.featurizer.win_length
+        graph = WaveformGraph(model, fz).eval()
+        n = 16000
+        # The example batch has two lengths so the batch axis and masking stay symbolic.
+        args = (torch.randn(2, n) * 0.1, torch.tensor([n, n - 3 * hop], dtype=torch.int64))
+        S = torch.export.Dim("S", min=max(win, hop * (ck.dims.min_frames + 1)), max=MAX_FRAMES * hop)
+        names, shapes = ["audio", "audio_lens"], ({0: N, 1: S}, {0: N})
+    else:
+        graph = LogProbsGraph(model).eval()
+        args = (torch.randn(2, 200, ck.dims.n_mels), torch.tensor([200, 150], dtype=torch.int64))
+        names, shapes = ["x", "x_lens"], ({0: N, 1: T}, {0: N})
+    tmp = path.with_name(path.name + ".tmp.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            prog = torch.onnx.export(graph, args, dynamo=True, input_names=names,
+                                     output_names=["log_probs", "log_probs_len"], dynamic_shapes=shapes,
+                                     opset_version=OPSET, verbose=False)
+        except Exception as e:  # the exporter's own message is long; keep its first line
+            raise EdgekdError(f"ONNX export failed for {ck.preset or 'model'}: {str(e).splitlines()[0]}") from e
+        prog.save(str(tmp), external_data=False)
+    m = onnx.load(str(tmp))
+    tmp.unlink()
+    for node in m.graph.node:  # exporter provenance (fx node text, stack) was 2/3 of a small file
+        del node.metadata_props[:]
+    onnx.helper.set_model_props(m, metadata_for(ck, waveform=waveform))
+    onnx.checker.check_model(m)
+    out_tmp = path.with_name(path.name + ".tmp")
+    onnx.save(m, str(out_tmp))
+    out_tmp.replace(path)
+    if write_tokens:
+        (path.parent / "tokens.txt").write_text(Tokenizer(ck.tokens).tokens_txt())
+    return path
+
+
+def ort_session(path: str | Path, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(sess, x: np.ndarray, x_lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    names = [i.name for i in sess.get_inputs()]
+    lp, ol = sess.run(["log_probs", "log_probs_len"], {names[0]: x, names[1]: x_lens.astype(np.int64)})
+    return lp, ol

@@ -1,0 +1,193 @@
+"""Export, quantization, pruning, LiteRT, the sherpa-onnx package and verify, on a tiny model and real
+(synthetic) speech. The model is random but made confident (scaled head) so token agreement means something."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.audio import FeaturizerConfig, featurize, load_audio
+from edgekd.decode import greedy
+from edgekd.export.known_broken import KNOWN_BROKEN
+from edgekd.export.litert import have_litert_torch
+from edgekd.manifest import read_manifest
+from edgekd.models import Checkpoint, load_checkpoint, load_preset
+from edgekd.models.conformer import ConformerCTC
+from edgekd.tokens import DEFAULT_TOKENS, Tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from edgekd.synth import SynthOptions, run_synth
+
+    d = tmp_path_factory.mktemp("export")
+    run_synth(SynthOptions(seed=5, hours_source=0.004, hours_target=0.0005, min_split_utts=2, piper_fraction=0.0,
+                           workers=1), d / "c", progress=False)
+    torch.manual_seed(3)
+    model = ConformerCTC(load_preset("tiny")).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(8.0)  # confident outputs: a random model is otherwise near-uniform
+    ck = Checkpoint(model, FeaturizerConfig(), DEFAULT_TOKENS, "tiny", "student")
+    ck.save(d / "student.safetensors")
+    return d
+
+
+def test_onnx_export_is_self_describing_and_matches(setup, tmp_path):
+    from edgekd.export.onnx import export_onnx, ort_session, read_metadata, run_onnx
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    p = export_onnx(ck, tmp_path / "m.onnx")
+    meta = read_metadata(p)
+    assert meta["model_type"] == "zipformer2_ctc" and json.loads(meta["tokens"]) == list(DEFAULT_TOKENS)
+    assert FeaturizerConfig.from_dict(json.loads(meta["featurizer"])) == ck.featurizer
+    assert meta["subsampling_factor"] == "4" and meta["quantization"] == "fp32" and float(meta["frame_rate"]) == 25
+    assert (tmp_path / "tokens.txt").read_text().splitlines()[1] == "▁ 1"
+    sess = ort_session(p)
+    for T in (37, 411):  # dynamic time axis, batch of 1 (what runtimes send)
+        x = torch.randn(1, T, 80) * 3 - 4
+        lp, n = run_onnx(sess, x.numpy(), np.array([T]))
+        want, wn = ck.model.log_probs(x, torch.tensor([T]))
+        assert int(n[0]) == int(wn[0]) and np.abs(lp - want.detach().numpy()).max() < 1e-4
+
+
+def test_waveform_graph_matches_featurizer_plus_model(setup, tmp_path):
+    from edgekd.export.onnx import export_onnx, ort_session, run_onnx
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    p = export_onnx(ck, tmp_path / "w.onnx", waveform=True)
+    u = read_manifest(setup / "c/source/test.jsonl")[0]
+    w = load_audio(u.audio)
+    lp, n = run_onnx(ort_session(p), w[None], np.array([len(w)]))
+    f, fl = featurize([w], ck.featurizer)
+    want, wn = ck.model.log_probs(f, fl)
+    assert int(n[0]) == int(wn[0]) and np.abs(lp - want.detach().numpy()).max() < 1e-3
+
+
+def test_quantized_variants_run_within_tolerance(setup, tmp_path):
+    from edgekd.export.onnx import export_onnx, ort_session, read_metadata, run_onnx
+    from edgekd.export.quantize import calibration_features, quantize
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    p = export_onnx(ck, tmp_path / "m.onnx")
+    cal = calibration_features(setup / "c/source/train.jsonl", ck.featurizer, 8)
+    feats = cal[0][None]
+    ref, _ = run_onnx(ort_session(p), feats, np.array([feats.shape[1]]))
+    for mode, tol in (("fp16", 0.05), ("int8-dynamic", None), ("int8-static", None)):
+        q = quantize(p, tmp_path / f"{mode}.onnx", mode, calibration=cal)
+        assert read_metadata(q)["quantization"] == mode
+        lp, _ = run_onnx(ort_session(q), feats, np.array([feats.shape[1]]))
+        if tol:
+            assert np.abs(lp - ref).max() < tol
+        else:
+            assert (lp.argmax(-1) == ref.argmax(-1)).mean() >= 0.9, mode
+    assert (tmp_path / "int8-dynamic.onnx").stat().st_size < p.stat().st_size
+    with pytest.raises(Exception, match="already quantized"):
+        quantize(tmp_path / "fp16.onnx", tmp_path / "x.onnx", "int8-dynamic")
+
+
+def test_sherpa_onnx_decodes_the_package_like_edgekd(setup, tmp_path):
+    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    from edgekd.export import write_sherpa_package
+    from edgekd.export.onnx import export_onnx
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    pkg = write_sherpa_package(export_onnx(ck, tmp_path / "m.onnx"), None, tmp_path / "pkg")
+    rec = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model=str(pkg / "model.onnx"),
+                                                          tokens=str(pkg / "tokens.txt"), num_threads=1)
+    tok = Tokenizer(ck.tokens)
+    n_nonempty = 0
+    for u in read_manifest(setup / "c/source/test.jsonl") + read_manifest(setup / "c/source/dev.jsonl"):
+        w = load_audio(u.audio)
+        s = rec.create_stream()
+        s.accept_waveform(16000, w)
+        rec.decode_stream(s)
+        f, fl = featurize([w], ck.featurizer)
+        with torch.no_grad():
+            ours = greedy(ck.model(f, fl)[0], ck.model.output_lengths(fl), tok)[0]
+        assert " ".join(s.result.text.split()) == " ".join(ours.split()), u.id
+        n_nonempty += bool(ours.strip())
+    assert n_nonempty >= 1  # the comparison compared something
+
+
+def test_pruning_shrinks_and_still_exports(setup, tmp_path):
+    from edgekd.export import PruneOptions, run_prune
+    from edgekd.export.onnx import export_onnx, ort_session, run_onnx
+    from edgekd.export.prune import count_macs_per_frame, magnitude_sparsity
+
+    m = json.loads(run_prune(PruneOptions(ratio=0.5, multiple=4, finetune_steps=0), setup / "student.safetensors",
+                             tmp_path / "p", progress=False).read_text())
+    assert m["metrics"]["after"]["params"] < m["metrics"]["before"]["params"]
+    assert m["metrics"]["after"]["weight_macs_per_frame"] < 0.8 * m["metrics"]["before"]["weight_macs_per_frame"]
+    ck = load_checkpoint(tmp_path / "p/model.safetensors")
+    assert ck.dims.ffn_dims and max(ck.dims.ffn_dims) < load_preset("tiny").ffn_dim
+    assert ck.extra["pruning"]["ratio"] == 0.5
+    p = export_onnx(ck, tmp_path / "pruned.onnx")
+    x = torch.randn(1, 120, 80)
+    lp, _ = run_onnx(ort_session(p), x.numpy(), np.array([120]))
+    assert np.abs(lp - ck.model.log_probs(x, torch.tensor([120]))[0].detach().numpy()).max() < 1e-4
+    orig = load_checkpoint(setup / "student.safetensors")
+    sparse, achieved = magnitude_sparsity(orig, 0.5)
+    assert 0.45 < achieved < 0.6 and count_macs_per_frame(sparse.model) == count_macs_per_frame(orig.model)
+
+
+def test_pruning_then_kd_finetune(setup, tmp_path):
+    from edgekd.export import PruneOptions, run_prune
+    from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
+
+    run_pseudolabel(PseudoLabelOptions(workers=1), setup / "c/source/train.jsonl", [str(setup / "student.safetensors")],
+                    tmp_path / "pl", progress=False)
+    m = json.loads(run_prune(PruneOptions(ratio=0.5, multiple=4, finetune_steps=6, max_frames=3000),
+                             setup / "student.safetensors", tmp_path / "p", soft_targets=tmp_path / "pl",
+                             progress=False).read_text())
+    assert m["metrics"]["finetuned_from"] == "model.safetensors"
+    ck = load_checkpoint(tmp_path / "p/model.safetensors")
+    assert ck.dims.ffn_dims == tuple(m["metrics"]["ffn_dims"]) and ck.train["step"] == 6
+
+
+@pytest.mark.skipif(not have_litert_torch(), reason="litert-torch not installed (pip install 'edgekd[tflite]')")
+def test_litert_window_export_and_chunking(setup, tmp_path):
+    from edgekd.export.litert import TfliteModel, chunked_log_probs, export_tflite, sidecar
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    p = export_tflite(ck, tmp_path / "m.tflite", window_frames=120)
+    assert json.loads(sidecar(p).read_text())["window_frames"] == "120"
+    m = TfliteModel(p)
+    f = np.random.default_rng(0).standard_normal((90, 80)).astype(np.float32) * 3 - 4
+    x = np.zeros((1, 120, 80), np.float32)
+    x[0, :90] = f
+    want, wn = ck.model.log_probs(torch.from_numpy(f)[None], torch.tensor([90]))
+    assert np.abs(m(x, 90)[0, : int(wn[0])] - want[0].detach().numpy()).max() < 1e-4  # padding is masked
+    long = np.tile(f, (5, 1))  # 450 frames through a 120-frame window
+    got = chunked_log_probs(m, long, 120, 24)
+    full, fn = ck.model.log_probs(torch.from_numpy(long)[None], torch.tensor([450]))
+    assert got.shape == (int(fn[0]), len(DEFAULT_TOKENS))
+    assert (got.argmax(-1) == full[0].detach().numpy().argmax(-1)).mean() > 0.8
+
+
+def test_run_export_writes_a_verified_table(setup, tmp_path):
+    from edgekd.export import ExportOptions, run_export
+    from edgekd.export.verify import COLUMNS
+
+    opts = ExportOptions(tflite=("fp32",) if have_litert_torch() else (), tflite_window=200, tflite_context=24,
+                         calibration_utts=4, verify_utts=6, latency_repeats=2)
+    m = json.loads(run_export(opts, setup / "student.safetensors", tmp_path, test_manifest=setup / "c/source/test.jsonl",
+                              calib_manifest=setup / "c/source/train.jsonl", progress=False).read_text())
+    rows = json.loads((tmp_path / "verify.table.json").read_text())["rows"]
+    names = [r["artifact"] for r in rows]
+    assert names[:5] == ["pytorch", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16"]
+    assert "sherpa-onnx" in names and (tmp_path / "sherpa-onnx/model.int8.onnx").exists()
+    for r in rows:
+        assert set(COLUMNS) <= set(r)
+        assert r["wer"] is not None and (r["format"] == "sherpa-onnx" or r["latency_ms_10s_1thread"] > 0)
+    fp32 = rows[1]
+    assert fp32["ok"] and fp32["max_diff"] < 1e-3 and fp32["delta_wer"] == 0
+    sherpa = next(r for r in rows if r["format"] == "sherpa-onnx")
+    assert sherpa["delta_wer"] == 0  # same features, same graph: same transcripts
+    assert m["metrics"]["failed"] == [r["artifact"] for r in rows if not r["ok"]]
+
+
+def test_every_known_broken_combination_has_a_reason():
+    assert KNOWN_BROKEN
+    for e in KNOWN_BROKEN:
+        assert {"format", "feature", "effect", "reason"} <= set(e) and len(e["reason"]) > 20, e
