@@ -17,7 +17,10 @@ def tiny_config(tmp_path, tiny_model):
            "teachers": [str(teacher)], "pseudolabel": {"review_fraction": 0.5, "shard_utts": 3},
            "drift": {"permutations": 50}, "review": {"simulate_annotators": 3},
            "distil": {"preset": "tiny", "max_frames": 3000,
-                      "loop": {"max_steps": 6, "warmup_steps": 1, "eval_every": 3, "ckpt_every": 3, "progress": False}}}
+                      "loop": {"max_steps": 6, "warmup_steps": 1, "eval_every": 3, "ckpt_every": 3, "progress": False}},
+           "prune": {"multiple": 4, "finetune_steps": 3, "max_frames": 3000},
+           "export": {"tflite": [], "calibration_utts": 3, "verify_utts": 4, "latency_repeats": 1},
+           "profile": {"iterations": 2, "warmup": 0, "seconds": 2.0}, "devices": ["rpi4"]}
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -35,8 +38,10 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     assert set(again["status"].values()) == {"skipped"}
     forced = run_pipeline(tiny_config, force=("pseudolabel",), log=logs.append)
     assert forced["status"] == {"synth": "skipped", "teacher_eval": "skipped", "drift": "skipped",
-                                "pseudolabel": "ran", "review": "ran", "distil": "ran"}
-    assert "Teacher vs student" in forced["report"]["md"].read_text()
+                                "pseudolabel": "ran", "review": "ran", "distil": "ran", "prune": "ran",
+                                "export": "ran", "profile": "ran"}
+    md = forced["report"]["md"].read_text()
+    assert "Teacher vs student" in md and "Every artifact checked" in md and "rpi4" in md
     everything = run_pipeline(tiny_config, force=("synth",), log=logs.append)
     assert set(everything["status"].values()) == {"ran"}
     review = StageManifest.load(tmp_path / "run" / "review")

@@ -51,6 +51,7 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class PruneOptions:
+    enabled: bool = True  # in a pipeline: run the prune stage (and export/profile the pruned model)
     ratio: float = 0.5  # share of FFN hidden / conv channels removed per layer
     multiple: int = 8  # kept widths are multiples of this (SIMD-friendly)
     prune_conv: bool = True

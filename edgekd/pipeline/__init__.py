@@ -11,7 +11,7 @@ from edgekd.pipeline.config import PipelineConfig, dump_config, load_pipeline_co
 from edgekd.pipeline.engine import Stage, StageContext, StageResult, run_stages
 
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
-STAGE_ORDER = ["synth", "teacher_eval", "drift", "pseudolabel", "review", "distil"]
+STAGE_ORDER = ["synth", "teacher_eval", "drift", "pseudolabel", "review", "distil", "prune", "export", "profile"]
 
 
 def _synth_stage(cfg: PipelineConfig) -> Stage:
@@ -60,7 +60,12 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     from edgekd.pipeline.stages import distil_stage, drift_stage, pseudolabel_stage, review_stage
 
     stages = [_synth_stage(cfg)] if cfg.data.synth else []
+    from edgekd.pipeline.stages_deploy import export_stage, profile_stage, prune_stage
+
     stages += [_teacher_eval_stage(cfg), drift_stage(cfg), pseudolabel_stage(cfg), review_stage(cfg), distil_stage(cfg)]
+    if cfg.section("prune").enabled:
+        stages.append(prune_stage(cfg))
+    stages += [export_stage(cfg), profile_stage(cfg)]
     return stages
 
 

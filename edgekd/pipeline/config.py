@@ -22,6 +22,9 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "pseudolabel": ("edgekd.pseudolabel", "PseudoLabelOptions"),
     "drift": ("edgekd.drift", "DriftOptions"),
     "distil": ("edgekd.distil", "DistilOptions"),
+    "prune": ("edgekd.export", "PruneOptions"),
+    "export": ("edgekd.export", "ExportOptions"),
+    "profile": ("edgekd.profile", "ProfileOptions"),
 }
 
 
