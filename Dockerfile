@@ -9,7 +9,8 @@
 #   training/export on a workstation:
 #     docker buildx build --target edgekd -t edgekd:x86 .
 #
-# Without a Docker engine, scripts/build_arm64_image.sh builds the runner stage with buildah.
+# Without a Docker engine, scripts/build_arm64_image.sh builds the runner stage with buildah
+# against a locally made arm64 Debian base (registries unreachable).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -32,14 +33,18 @@ ENTRYPOINT ["edgekd"]
 CMD ["--help"]
 
 # ---------------------------------------------------------------- on-device runner (target platform)
+# Built on its own (--target runner) it needs nothing from the toolkit stage: the runner is one
+# file that imports only numpy + onnxruntime / ai-edge-litert (tests/test_bench.py checks that).
+# A venv keeps pip away from the base's system Python (Debian-based images mark it externally managed).
 FROM ${PYTHON_IMAGE} AS runner
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH
 # Versions tested with the runner (shared/DESIGN.md); all three ship manylinux aarch64 wheels.
-RUN pip install --no-cache-dir "numpy==2.4.6" "onnxruntime==1.32.0" "ai-edge-litert==2.3.0" \
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir "numpy==2.4.6" "onnxruntime==1.32.0" "ai-edge-litert==2.3.0" \
  && useradd --create-home --uid 1000 bench
-WORKDIR /opt/edgekd
-COPY --from=edgekd /src/edgekd/bench/runner.py ./runner.py
+COPY edgekd/bench/runner.py /opt/edgekd/runner.py
 USER 1000
 WORKDIR /models
-ENTRYPOINT ["python3", "/opt/edgekd/runner.py"]
+ENTRYPOINT ["/opt/venv/bin/python3", "/opt/edgekd/runner.py"]
 CMD ["--help"]

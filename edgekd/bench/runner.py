@@ -180,7 +180,12 @@ class LiteRtModel:
         self.details = self.it.get_input_details()
         self.inputs = [_Input(d["name"], [int(s) if s >= 0 else None for s in d.get("shape_signature", d["shape"])],
                               d["dtype"]) for d in self.details]
-        self.metadata = {}
+        # edgekd writes the metadata ONNX files carry inside into a sidecar `<model>.tflite.json`
+        side = Path(str(path) + ".json")
+        try:
+            self.metadata = {str(k): str(v) for k, v in json.loads(side.read_text()).items()} if side.exists() else {}
+        except (OSError, ValueError):
+            self.metadata = {}
 
     def quantization(self, path: Path) -> str:
         kinds = {np.dtype(t["dtype"]) for t in self.it.get_tensor_details()}

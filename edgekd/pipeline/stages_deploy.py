@@ -84,6 +84,9 @@ def profile_stage(cfg: PipelineConfig) -> Stage:
             unique.parent.mkdir(parents=True, exist_ok=True)
             if not unique.exists():
                 unique.write_bytes(path.read_bytes())
+                side = Path(str(path) + ".json")  # LiteRT metadata sidecar
+                if side.exists():
+                    Path(str(unique) + ".json").write_bytes(side.read_bytes())
             arts.append(unique)
             wer[unique.name] = r["wer"]
         m = json.loads(run_profile(opts, arts, ctx.dir, wer=wer).read_text())

@@ -1,0 +1,118 @@
+"""The distillation experiment: which way of training a small student works on drifted audio?
+
+Usage: python benchmarks/kd_experiment.py --data data/corpus --teacher models/teacher/teacher.safetensors \
+           --out runs/kd --steps 600 --preset student-xs
+
+Same budget (steps, batch, lr, seed) for every student; WER on the *target-domain test split*:
+  (a) the teacher;
+  (b) student trained with CTC on the labeled *source* data only (no teacher);
+  (c) student on the teacher's 1-best transcripts of the unlabeled target audio (CTC, sequence-level KD);
+  (d) student on the teacher's soft targets only (frame-level KD at T);
+  (e) soft + hard mixed (kd + 0.3 ctc);
+  (f) Annealing-KD (phase 1 logit MSE with T stepping 1→τmax, phase 2 CTC).
+Plus params and the student/teacher latency ratio (10 s of audio, 1 thread, median of 5).
+Every run resumes if killed (rerun the command). Writes <out>/kd_table.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def latency_ms(model_path: str) -> float:
+    from edgekd.models import load_checkpoint
+
+    torch.set_num_threads(1)
+    m = load_checkpoint(model_path).model.eval()
+    x, n = torch.randn(1, 1000, 80), torch.tensor([1000])
+    with torch.no_grad():
+        m(x, n)
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            m(x, n)
+            ts.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--preset", default="student-xs")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--max-frames", type=int, default=12000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma-separated subset of b,c,d,e,f")
+    a = ap.parse_args()
+
+    from edgekd.distil import DistilOptions, run_distil
+    from edgekd.evaluate import run_eval
+    from edgekd.models import load_checkpoint
+    from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
+    from edgekd.train import TrainOptions, run_train
+    from edgekd.train.loop import LoopOptions
+
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    test, dev = a.data / "target/test.jsonl", a.data / "target/dev.jsonl"
+    loop = LoopOptions(max_steps=a.steps, lr=a.lr, warmup_steps=max(1, a.steps // 10), eval_every=max(1, a.steps // 3),
+                       ckpt_every=50, seed=0, threads=a.threads)
+    pl = a.out / "pseudolabels"
+    if not (pl / "manifest.json").exists():
+        # no review route here: every utterance keeps the teacher's 1-best (what (c) and (e) learn from)
+        run_pseudolabel(PseudoLabelOptions(review_fraction=0.0, workers=1), a.data / "target/train.jsonl",
+                        [a.teacher], pl)
+    runs = {
+        "b": ("student, CTC on labeled source only", lambda o: run_train(
+            TrainOptions(preset=a.preset, role="student", loop=loop, max_frames=a.max_frames),
+            a.data / "source/train.jsonl", dev, o)),
+        "c": ("student, CTC on teacher 1-best (sequence KD)", lambda o: run_distil(
+            DistilOptions(preset=a.preset, loss="ctc", loop=loop, max_frames=a.max_frames), pl, o, dev_manifest=dev)),
+        "d": ("student, soft targets only (KD, T=2)", lambda o: run_distil(
+            DistilOptions(preset=a.preset, loss="kd", loop=loop, max_frames=a.max_frames), pl, o, dev_manifest=dev)),
+        "e": ("student, soft + hard (KD + 0.3 CTC)", lambda o: run_distil(
+            DistilOptions(preset=a.preset, loss="kd+ctc", loop=loop, max_frames=a.max_frames), pl, o, dev_manifest=dev)),
+        "f": ("student, Annealing-KD", lambda o: run_distil(
+            DistilOptions(preset=a.preset, loss="annealing", loop=loop, max_frames=a.max_frames), pl, o,
+            dev_manifest=dev)),
+    }
+    only = set(a.only.split(",")) - {""} or set(runs)
+    t_lat = latency_ms(a.teacher)
+    t_params = load_checkpoint(a.teacher).model.num_params()
+    rows = []
+    e = run_eval(a.teacher, test, a.out / "eval-a", progress=False)
+    rows.append({"run": "a", "what": "teacher", "params": t_params, "target_test_wer_%": round(100 * e["wer"], 2),
+                 "target_test_cer_%": round(100 * e["cer"], 2), "latency_ratio_vs_teacher": 1.0, "train_min": None})
+    for key, (what, fn) in runs.items():
+        if key not in only:
+            continue
+        o = a.out / key
+        t0 = time.time()
+        if not (o / "model.safetensors").exists():
+            fn(o)
+        model = str(o / "model.safetensors")
+        e = run_eval(model, test, a.out / f"eval-{key}", progress=False)
+        rows.append({"run": key, "what": what, "params": load_checkpoint(model).model.num_params(),
+                     "target_test_wer_%": round(100 * e["wer"], 2), "target_test_cer_%": round(100 * e["cer"], 2),
+                     "latency_ratio_vs_teacher": round(latency_ms(model) / t_lat, 3),
+                     "train_min": round((time.time() - t0) / 60, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    (a.out / "kd_table.json").write_text(json.dumps({"title": f"KD comparison ({a.steps} steps, {a.preset})",
+                                                     "rows": rows}, indent=1))
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
