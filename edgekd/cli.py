@@ -279,10 +279,10 @@ def demo(
     teacher = Path(__file__).resolve().parent.parent / "models" / "teacher" / "teacher.safetensors"
     res = run_pipeline(DEMO_CONFIG, [f"run_dir={run_dir}", f"teachers=[{teacher}]"], tuple(force or ()))
     _say(f"demo finished in {time.time() - t0:.0f} s; report: {res['report']['html']}")
-    from edgekd.manifest import StageManifest
+    from edgekd.pipeline import summary_lines
 
-    ev = StageManifest.load(Path(res["run_dir"]) / "teacher_eval").metrics
-    _say("  " + ", ".join(f"teacher {k.replace('_wer_%', '')} WER {v:.1f} %" for k, v in ev.items()))
+    for line in summary_lines(res["run_dir"]):
+        _say("  " + line)
 
 
 def _print_profile(manifest_path: Path) -> None:
@@ -392,4 +392,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m edgekd.cli`: run the importable module, whose app has every command registered
+    from edgekd.cli import main as _main
+
+    _main()

@@ -191,3 +191,15 @@ def test_every_known_broken_combination_has_a_reason():
     assert KNOWN_BROKEN
     for e in KNOWN_BROKEN:
         assert {"format", "feature", "effect", "reason"} <= set(e) and len(e["reason"]) > 20, e
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "edgekd.cli", "quantize", "--model", str(tmp_path / "nope.onnx"),
+                        "--out", str(tmp_path / "q.onnx")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "edgekd.cli", "prune", "--model", str(tmp_path / "nope.safetensors"),
+                        "--out", str(tmp_path / "p"), "--ratio", "1.5"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "ratio" in r.stderr

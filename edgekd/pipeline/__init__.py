@@ -81,3 +81,46 @@ def run_pipeline(config: str | Path | None, overrides: list[str] = (), force: tu
     status = run_stages(build_stages(cfg), run_dir, force=force, log=log)
     report = run_report(run_dir, stage_order=STAGE_ORDER)
     return {"status": status, "report": report, "run_dir": run_dir}
+
+
+def summary_lines(run_dir: str | Path) -> list[str]:
+    """The demo's closing summary: teacher vs student WER, size, latency ratio, per-device RTF."""
+    from edgekd.manifest import StageManifest
+
+    run_dir = Path(run_dir)
+    lines = []
+
+    def load(stage):
+        p = run_dir / stage / "manifest.json"
+        return StageManifest.load(p) if p.exists() else None
+
+    d = load("distil")
+    if d:
+        m = d.metrics
+        lines.append(f"target-test WER: teacher {m['teacher_wer_%']:.1f} %, student {m['student_wer_%']:.1f} %")
+        lines.append(f"params: teacher {m['teacher_params'] / 1e6:.2f}M, student {m['student_params'] / 1e6:.2f}M "
+                     f"(1/{m['teacher_params'] / m['student_params']:.1f}); 1-thread latency student/teacher "
+                     f"{m.get('latency_ratio') or float('nan'):.2f}x")
+    e = run_dir / "export" / "verify.table.json"
+    if e.exists():
+        rows = json.loads(e.read_text())["rows"]
+        art = [r for r in rows if r["format"] == "onnx"]
+        best = min(art, key=lambda r: r["size_mb"]) if art else None
+        if best:
+            lines.append(f"smallest ONNX: {best['model']}/{best['artifact']} {best['size_mb']:.2f} MB, WER "
+                         f"{100 * best['wer']:.1f} %, {best['latency_ms_10s_1thread']:.0f} ms per 10 s on 1 host thread; "
+                         f"checks failed: {sum(not r['ok'] for r in rows)}")
+    p = load("profile")
+    if p:
+        parts = []
+        for name, f in p.outputs.items():
+            if not name.startswith("table_"):
+                continue
+            rows = json.loads((run_dir / "profile" / f).read_text())["rows"]
+            for src in ("measured-on-host", "estimated"):
+                rtf = [r["rtf"] for r in rows if r["source"] == src and r.get("rtf") is not None]
+                if rtf:
+                    parts.append(f"{name[6:]} {min(rtf):.3f} ({src.replace('measured-', '')})")
+        if parts:
+            lines.append("best RTF per device: " + ", ".join(parts))
+    return lines

@@ -161,9 +161,10 @@ def distil_stage(cfg: PipelineConfig) -> Stage:
             e = run_eval(model, test, ctx.dir / f"eval-{name}", progress=False)
             from edgekd.models import load_checkpoint
 
-            params = load_checkpoint(model).model.num_params() if not model.startswith("hf:") else None
-            rows.append({"model": name, "params": params, "target_test_wer_%": round(100 * e["wer"], 2),
-                         "target_test_cer_%": round(100 * e["cer"], 2)})
+            ck = load_checkpoint(model) if not model.startswith("hf:") else None
+            rows.append({"model": name, "params": ck.model.num_params() if ck else None,
+                         "target_test_wer_%": round(100 * e["wer"], 2), "target_test_cer_%": round(100 * e["cer"], 2),
+                         "torch_ms_10s_1thread": round(_torch_latency_ms(ck.model), 1) if ck else None})
         (ctx.dir / "compare.table.json").write_text(json.dumps({"title": "Teacher vs student on the target test split",
                                                                  "rows": rows}))
         hist = [json.loads(l) for l in (ctx.dir / "history.jsonl").read_text().splitlines() if l.strip()]
@@ -171,10 +172,34 @@ def distil_stage(cfg: PipelineConfig) -> Stage:
         return StageResult(outputs={"model": "model.safetensors", "history": "history.jsonl",
                                     "compare": "compare.table.json", "curve": "curve.png"},
                            metrics={"steps": m["metrics"]["steps"], "student_params": rows[1]["params"],
+                                    "teacher_params": rows[0]["params"],
+                                    "latency_ratio": (round(rows[1]["torch_ms_10s_1thread"] / rows[0]["torch_ms_10s_1thread"], 3)
+                                                      if rows[0]["torch_ms_10s_1thread"] else None),
                                     "teacher_wer_%": rows[0]["target_test_wer_%"],
                                     "student_wer_%": rows[1]["target_test_wer_%"]})
     return Stage("distil", run, {**dump_config(cfg)["distil"], "teacher": cfg.teachers[0]},
                  deps=("pseudolabel", "review") + _synth_dep(cfg), inputs=_external(cfg, "target_test", "target_dev"))
+
+
+def _torch_latency_ms(model, frames: int = 1000, repeats: int = 3) -> float:
+    """Median 1-thread forward time for 10 s of features (teacher and student alike)."""
+    import statistics
+    import time
+
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x, lens = torch.randn(1, frames, model.dims.n_mels), torch.tensor([frames])
+    ts = []
+    with torch.no_grad():
+        model(x, lens)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x, lens)
+            ts.append((time.perf_counter() - t) * 1000)
+    torch.set_num_threads(n)
+    return statistics.median(ts)
 
 
 def _curve(path: Path, hist: list[dict]) -> None:

@@ -122,6 +122,8 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
             m = eval_fn(model)
         model.train()
         history.append({"step": step, **{f"dev_{k}": v for k, v in m.items()}})
+        if opts.progress:
+            tqdm.write(f"step {step}: " + ", ".join(f"dev {k} {v:.4g}" for k, v in m.items()))
         if m.get("wer", float("inf")) <= best["wer"]:
             best = {"wer": m["wer"], "step": step, **m}
             save_fn(model, out_dir / "best.safetensors", {"step": step, "best": best})
