@@ -11,6 +11,7 @@ Every output keeps the source metadata with `quantization` updated.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -84,10 +85,13 @@ def quantize(src: str | Path, dst: str | Path, mode: str, *, calibration: list[n
             pre = Path(td) / "pre.onnx"
             # Shape inference + graph cleanup first, as ORT recommends; the dynamo exporter's
             # graphs otherwise leave some MatMuls unquantized for lack of shapes.
-            try:
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-            except Exception:
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            # ORT's symbolic shape inference, when it gives up, dumps sym_shape_infer_temp.onnx plus
+            # uuid-named external-data files into the *working directory*: run it inside `td`.
+            with contextlib.chdir(td):
+                try:
+                    quant_pre_process(str(src.resolve()), str(pre), skip_symbolic_shape=False)
+                except Exception:
+                    quant_pre_process(str(src.resolve()), str(pre), skip_symbolic_shape=True)
             if mode == "int8-dynamic":
                 quantize_dynamic(str(pre), str(tmp), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
                                  per_channel=False)
