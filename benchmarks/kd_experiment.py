@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated subset of b,c,d,e,f")
+    ap.add_argument("--lm", default="", help="ARPA LM: the teacher's 1-best hard labels by beam search + LM")
+    ap.add_argument("--beam", type=int, default=16)
     a = ap.parse_args()
 
     from edgekd.distil import DistilOptions, run_distil
@@ -69,8 +71,8 @@ def main() -> None:
     pl = a.out / "pseudolabels"
     if not (pl / "manifest.json").exists():
         # no review route here: every utterance keeps the teacher's 1-best (what (c) and (e) learn from)
-        run_pseudolabel(PseudoLabelOptions(review_fraction=0.0, workers=1), a.data / "target/train.jsonl",
-                        [a.teacher], pl)
+        run_pseudolabel(PseudoLabelOptions(review_fraction=0.0, workers=1, beam=a.beam if a.lm else 0, lm=a.lm),
+                        a.data / "target/train.jsonl", [a.teacher], pl)
     runs = {
         "b": ("student, CTC on labeled source only", lambda o: run_train(
             TrainOptions(preset=a.preset, role="student", loop=loop, max_frames=a.max_frames),
@@ -92,6 +94,11 @@ def main() -> None:
     e = run_eval(a.teacher, test, a.out / "eval-a", progress=False)
     rows.append({"run": "a", "what": "teacher", "params": t_params, "target_test_wer_%": round(100 * e["wer"], 2),
                  "target_test_cer_%": round(100 * e["cer"], 2), "latency_ratio_vs_teacher": 1.0, "train_min": None})
+    if a.lm:  # what the hard labels were decoded with
+        e = run_eval(a.teacher, test, a.out / "eval-a-lm", progress=False, beam=a.beam, lm=a.lm)
+        rows.append({"run": "a+lm", "what": f"teacher, beam {a.beam} + LM", "params": t_params,
+                     "target_test_wer_%": round(100 * e["wer"], 2), "target_test_cer_%": round(100 * e["cer"], 2),
+                     "latency_ratio_vs_teacher": None, "train_min": None})
     for key, (what, fn) in runs.items():
         if key not in only:
             continue
@@ -106,7 +113,8 @@ def main() -> None:
                      "latency_ratio_vs_teacher": round(latency_ms(model) / t_lat, 3),
                      "train_min": round((time.time() - t0) / 60, 1)})
         print(json.dumps(rows[-1]), flush=True)
-    (a.out / "kd_table.json").write_text(json.dumps({"title": f"KD comparison ({a.steps} steps, {a.preset})",
+    lm_note = f", hard labels by beam {a.beam} + {Path(a.lm).name}" if a.lm else ", hard labels greedy"
+    (a.out / "kd_table.json").write_text(json.dumps({"title": f"KD comparison ({a.steps} steps, {a.preset}{lm_note})",
                                                      "rows": rows}, indent=1))
     cols = list(rows[0])
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

@@ -122,15 +122,36 @@ def eval_cmd(
     model: Annotated[str, typer.Option(help="Checkpoint (.safetensors) or hf:<hub id or local dir>.")],
     manifest: ManifestArg,
     out: OutDir,
+    beam: Annotated[int, typer.Option(help="CTC prefix beam search of this width (0 = greedy).")] = 0,
+    lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (see `edgekd lm`).")] = None,
+    alpha: Annotated[float, typer.Option(help="LM weight.")] = 0.5,
+    beta: Annotated[float, typer.Option(help="Word insertion bonus.")] = 1.0,
 ):
-    """Score a model: WER/CER (jiwer, greedy CTC) and per-utterance hypotheses.
+    """Score a model: WER/CER (jiwer; greedy CTC, or beam search + LM) and per-utterance hypotheses.
 
     Usage: edgekd eval --model models/teacher/teacher.safetensors --manifest data/corpus/source/test.jsonl --out runs/eval
     """
     from edgekd.evaluate import run_eval
 
-    m = run_eval(model, manifest, out)
-    _say(f"WER {100 * m['wer']:.2f} %  CER {100 * m['cer']:.2f} %  ({m['n']} utterances, {m['rejected']} rejected) -> {out}")
+    m = run_eval(model, manifest, out, beam=beam, lm=lm, alpha=alpha, beta=beta)
+    _say(f"WER {100 * m['wer']:.2f} %  CER {100 * m['cer']:.2f} %  ({m['n']} utterances, {m['rejected']} rejected, "
+         f"{m['decoder']}) -> {out}")
+
+
+@app.command("lm")
+def lm_cmd(
+    manifests: Annotated[list[Path], typer.Argument(help="Labeled manifests whose transcripts train the LM.")],
+    out: Annotated[Path, typer.Option(help="ARPA file to write.")],
+    order: Annotated[int, typer.Option(help="n-gram order.")] = 3,
+):
+    """Build a word n-gram LM (ARPA) from transcripts, for `edgekd eval --beam N --lm`.
+
+    Usage: edgekd lm data/corpus/source/train.jsonl --out models/teacher/lm.arpa
+    """
+    from edgekd.lm import run_lm
+
+    r = run_lm(manifests, out, order=order)
+    _say(f"{r['order']}-gram LM over {r['sentences']} sentences, {r['vocab']} words -> {out} ({r['bytes'] / 1e6:.1f} MB)")
 
 
 @app.command()
@@ -143,6 +164,8 @@ def pseudolabel(
     review_fraction: Annotated[float, typer.Option(help="Lowest-confidence share routed to human review.")] = 0.1,
     threshold: Annotated[Optional[float], typer.Option(help="Route by confidence value instead of fraction.")] = None,
     workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+    beam: Annotated[int, typer.Option(help="1-best by beam search of this width (0 = greedy).")] = 0,
+    lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (`edgekd lm`).")] = None,
 ):
     """Soft targets (top-k posteriors), 1-best labels, confidence and routing for unlabeled audio.
 
@@ -152,7 +175,7 @@ def pseudolabel(
 
     try:
         opts = PseudoLabelOptions(k=k, review_fraction=review_fraction, confidence_threshold=threshold,
-                                  workers=workers)
+                                  workers=workers, beam=beam, lm=str(lm or ""))
     except ValueError as e:
         raise EdgekdError(str(e)) from None
     _say(str(run_pseudolabel(opts, manifest, teacher, out, weight or ())))
@@ -277,12 +300,27 @@ def demo(
     t0 = time.time()
     # the shipped teacher lives in the repo's models/, wherever the demo is started from
     teacher = Path(__file__).resolve().parent.parent / "models" / "teacher" / "teacher.safetensors"
-    res = run_pipeline(DEMO_CONFIG, [f"run_dir={run_dir}", f"teachers=[{teacher}]"], tuple(force or ()))
+    sets = [f"run_dir={run_dir}", f"teachers=[{teacher}]"]
+    lm = teacher.parent / "lm.arpa"
+    if lm.is_file() and _have("flashlight.lib.text"):  # the teacher's 1-best hard labels by beam search + LM
+        sets += ["pseudolabel.beam=16", f"pseudolabel.lm={lm}"]
+    else:
+        _say("note: greedy 1-best pseudo-labels (beam search + LM needs `pip install -e '.[lm]'`)")
+    res = run_pipeline(DEMO_CONFIG, sets, tuple(force or ()))
     _say(f"demo finished in {time.time() - t0:.0f} s; report: {res['report']['html']}")
     from edgekd.pipeline import summary_lines
 
     for line in summary_lines(res["run_dir"]):
         _say("  " + line)
+
+
+def _have(*modules: str) -> bool:
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except ModuleNotFoundError:  # a missing parent package of a dotted name
+        return False
 
 
 def _print_profile(manifest_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Decoding CTC outputs to text, and scoring with jiwer.
 
 Greedy search is the default (what sherpa-onnx's greedy CTC does on device, so the numbers match
-deployment). Beam search with a word n-gram LM is an option when `pyctcdecode` is installed.
+deployment). Beam search with a word n-gram LM is an option (extra `[lm]`: flashlight-text).
 """
 
 from __future__ import annotations
@@ -30,21 +30,81 @@ def wer_cer(refs: list[str], hyps: list[str]) -> dict[str, float]:
 
 
 class BeamDecoder:
-    """CTC prefix beam search with an optional KenLM/arpa word LM via pyctcdecode."""
+    """CTC beam search (flashlight-text, the decoder torchaudio wraps), optionally with a word
+    n-gram LM through its built-in KenLM: then decoding is lexicon-constrained to the LM's words
+    (spelled with edgekd's characters, a space closing each word), which is what lets the LM fix
+    spelling errors; without an LM it is a lexicon-free beam search over characters.
+
+    `alpha` weighs the LM score, `beta` is a per-word bonus.
+    """
 
     def __init__(self, tokens: tuple[str, ...], lm_path: str | None = None, beam_width: int = 32,
                  alpha: float = 0.5, beta: float = 1.0):
         try:
-            from pyctcdecode import build_ctcdecoder
+            from flashlight.lib.text import decoder as fl
+            from flashlight.lib.text.dictionary import Dictionary
         except ImportError as e:
             from edgekd.errors import EdgekdError
 
-            raise EdgekdError(f"beam search needs `pip install pyctcdecode` ({e})") from None
-        labels = ["" if i == 0 else t for i, t in enumerate(tokens)]
-        self.decoder = build_ctcdecoder(labels, kenlm_model_path=lm_path, alpha=alpha, beta=beta)
-        self.beam_width = beam_width
+            raise EdgekdError(f"beam search needs the [lm] extra: pip install flashlight-text ({e})") from None
+        if " " not in tokens:
+            raise ValueError("beam search needs a space token (the word boundary)")
+        self.tokens = tuple(tokens)
+        self.blank, self.space = 0, self.tokens.index(" ")
+        if lm_path:
+            words = _arpa_words(lm_path)
+            wdict = Dictionary(words + ["<unk>"])
+            from flashlight.lib.text.decoder.kenlm import KenLM
+
+            lm = KenLM(str(lm_path), wdict)
+            trie = fl.Trie(len(self.tokens), self.space)
+            start = lm.start(False)
+            index = {t: i for i, t in enumerate(self.tokens)}
+            for w in words:
+                if all(c in index for c in w):
+                    _, score = lm.score(start, wdict.get_index(w))
+                    trie.insert([index[c] for c in w] + [self.space], wdict.get_index(w), score)
+            trie.smear(fl.SmearingMode.MAX)
+            opts = fl.LexiconDecoderOptions(beam_size=beam_width, beam_size_token=len(self.tokens), beam_threshold=25.0,
+                                            lm_weight=alpha, word_score=beta, unk_score=float("-inf"), sil_score=0.0,
+                                            log_add=False, criterion_type=fl.CriterionType.CTC)
+            self.decoder = fl.LexiconDecoder(opts, trie, lm, self.space, self.blank, wdict.get_index("<unk>"), [], False)
+        else:
+            opts = fl.LexiconFreeDecoderOptions(beam_size=beam_width, beam_size_token=len(self.tokens),
+                                                beam_threshold=25.0, lm_weight=0.0, sil_score=0.0, log_add=False,
+                                                criterion_type=fl.CriterionType.CTC)
+            self.decoder = fl.LexiconFreeDecoder(opts, fl.ZeroLM(), self.space, self.blank, [])
 
     def __call__(self, log_probs: torch.Tensor, lengths) -> list[str]:
-        lp = log_probs.detach().float().numpy()
-        return [" ".join(self.decoder.decode(lp[i, : int(lengths[i])], beam_width=self.beam_width).split())
-                for i in range(lp.shape[0])]
+        lp = log_probs.detach().float().contiguous()
+        out = []
+        for i in range(lp.shape[0]):
+            n = int(lengths[i])
+            if n == 0:
+                out.append("")
+                continue
+            em = lp[i, :n].contiguous()
+            best = self.decoder.decode(em.data_ptr(), n, em.shape[1])[0]
+            ids = [t for t in best.tokens if t >= 0]
+            out.append(" ".join(Tokenizer(self.tokens).ctc_collapse(ids).split()))
+        return out
+
+
+def _arpa_words(path) -> list[str]:
+    """The unigram vocabulary of an ARPA file (without <s>, </s>, <unk>)."""
+    words, on = [], False
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("\\1-grams"):
+                on = True
+                continue
+            if on and (line.startswith("\\") or not line):
+                if words:
+                    break
+                continue
+            if on:
+                w = line.split("\t")[1]
+                if w not in ("<s>", "</s>", "<unk>"):
+                    words.append(w)
+    return words

@@ -21,8 +21,9 @@ from edgekd.tokens import Tokenizer
 
 
 def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quarantine | None = None,
-               progress: bool = False) -> dict[str, str]:
-    """Greedy transcripts {id: text} for `utts`, batched by total duration, longest first."""
+               progress: bool = False, decoder=None) -> dict[str, str]:
+    """Transcripts {id: text} for `utts`, batched by total duration, longest first; greedy CTC
+    unless `decoder` (e.g. a `BeamDecoder`: (log_probs, lengths) -> texts) is given."""
     from tqdm import tqdm
 
     tok = Tokenizer(teacher.tokens)
@@ -45,32 +46,53 @@ def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quaranti
         if batch:
             with torch.no_grad():
                 o = teacher(waves)
-            for u, h in zip(batch, greedy(o.logits, o.lengths, tok)):
+            texts = (greedy(o.logits, o.lengths, tok) if decoder is None
+                     else decoder(torch.log_softmax(o.logits.float(), -1), o.lengths))
+            for u, h in zip(batch, texts):
                 out[u.id] = h
         bar.update(len(batch))
     bar.close()
     return out
 
 
-def run_eval(model: str, manifest: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
-    """Score `model` (checkpoint path or hf:<id|dir>) on `manifest`; returns the metrics."""
+def run_eval(model: str, manifest: str | Path, out_dir: str | Path, progress: bool = True, beam: int = 0,
+             lm: str | Path | None = None, alpha: float = 0.5, beta: float = 1.0) -> dict:
+    """Score `model` (checkpoint path or hf:<id|dir>) on `manifest`; returns the metrics.
+    `beam` > 0 decodes with CTC prefix beam search of that width, scored by the ARPA word LM `lm`
+    (weight `alpha`, word insertion bonus `beta`) when given; 0 is greedy."""
     import jiwer
 
+    if lm and not beam:
+        raise EdgekdError("an LM is used by beam search only: give --beam N (e.g. 32) with --lm")
+    if lm and not Path(lm).is_file():
+        raise EdgekdError(f"{lm}: language model not found")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     utts = [u for u in read_manifest(manifest) if u.text]
     if not utts:
         raise EdgekdError(f"{manifest}: no labeled utterances to score")
     teacher = load_teacher(model)
+    decoder = None
+    if beam:
+        from edgekd.decode import BeamDecoder
+
+        decoder = BeamDecoder(teacher.tokens, lm_path=str(lm) if lm else None, beam_width=beam, alpha=alpha, beta=beta)
     t0 = time.time()
     q = Quarantine(out_dir / "rejected.jsonl", stage="eval")
-    hyps = transcribe(teacher, utts, quarantine=q, progress=progress)
+    hyps = transcribe(teacher, utts, quarantine=q, progress=progress, decoder=decoder)
     scored = [u for u in utts if u.id in hyps]
     rows = [{"id": u.id, "ref": u.text, "hyp": hyps[u.id],
              "wer": float(jiwer.wer(u.text, hyps[u.id])) if u.text.strip() else None} for u in scored]
     write_jsonl(out_dir / "hyps.jsonl", rows)
     m = {**wer_cer([u.text for u in scored], [hyps[u.id] for u in scored]), "rejected": q.count,
-         "model": str(model), "manifest": str(manifest), "seconds": round(time.time() - t0, 2),
+         "model": str(model), "manifest": str(manifest),
+         "decoder": _decoder_name(beam, lm, alpha, beta), "seconds": round(time.time() - t0, 2),
          "audio_s": round(sum(u.duration or 0 for u in scored), 1)}
     (out_dir / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     return m
+
+
+def _decoder_name(beam: int, lm, alpha: float, beta: float) -> str:
+    if not beam:
+        return "greedy"
+    return f"beam{beam}" + (f"+lm({Path(lm).name}, alpha={alpha}, beta={beta})" if lm else "")

@@ -2,7 +2,7 @@
 
 Output folder:
     shard-NNNNN.npz, index.json, meta.json   soft targets (edgekd.softtargets format)
-    labels.jsonl      {id, audio, duration, text (1-best greedy), confidence, route, teachers}
+    labels.jsonl      {id, audio, duration, text (1-best: greedy, or beam + LM), confidence, route, teachers}
     distil.jsonl      manifest of the confident utterances, text = teacher 1-best
     review.jsonl      manifest of the doubtful ones (for Label Studio, `edgekd review export`)
     rejected.jsonl    bad audio with its reason
@@ -47,6 +47,10 @@ class PseudoLabelOptions:
     review_fraction: float = 0.1  # ... or send this lowest-confidence fraction to review
     workers: int = 2  # processes for the local engine
     engine: str = "local"  # "local" (process pool) or "ray" (Ray Data actor pool; extra [ray])
+    beam: int = 0  # 1-best by CTC prefix beam search of this width (0 = greedy) ...
+    lm: str = ""  # ... scored with this ARPA word LM (`edgekd lm`); soft targets are unaffected
+    lm_alpha: float = 0.5
+    lm_beta: float = 1.0
 
     def __post_init__(self):
         if not 1 <= self.k <= 255:
@@ -59,6 +63,8 @@ class PseudoLabelOptions:
             raise ValueError(f"engine must be 'local' or 'ray', got {self.engine!r}")
         if self.workers < 1 or self.shard_utts < 1:
             raise ValueError("workers and shard_utts must be >= 1")
+        if self.beam < 0 or (self.lm and not self.beam):
+            raise ValueError("lm needs beam > 0 (the LM scores beam-search hypotheses)")
 
 
 def confidence(log_probs: np.ndarray) -> float:
@@ -112,6 +118,19 @@ def _init_worker(specs, weights):
     _ENSEMBLE = Ensemble(list(specs), list(weights))
 
 
+_DECODERS: dict = {}
+
+
+def _beam_decoder(tokens, opts: PseudoLabelOptions):
+    key = (tuple(tokens), opts.beam, opts.lm, opts.lm_alpha, opts.lm_beta)
+    if key not in _DECODERS:  # one per worker process: loading the LM takes a moment
+        from edgekd.decode import BeamDecoder
+
+        _DECODERS[key] = BeamDecoder(tokens, lm_path=opts.lm or None, beam_width=opts.beam, alpha=opts.lm_alpha,
+                                     beta=opts.lm_beta)
+    return _DECODERS[key]
+
+
 def label_shard(job: tuple) -> dict:
     """Worker: decode one shard's audio, run the ensemble, write shard + its labels file."""
     from edgekd.audio import AudioError, load_audio
@@ -141,7 +160,7 @@ def label_shard(job: tuple) -> dict:
         if not batch:
             continue
         lp, lens = ens(waves)
-        texts = greedy(lp, lens, tok)
+        texts = greedy(lp, lens, tok) if not opts.beam else _beam_decoder(ens.tokens, opts)(lp, lens)
         for u, w, row, n, text in zip(batch, waves, lp, lens, texts):
             row = row[: int(n)].numpy()
             items.append((u["id"], encode_topk(row, opts.k, opts.mass_eps)))
@@ -178,6 +197,8 @@ def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: li
     """
     from tqdm import tqdm
 
+    if opts.lm and not Path(opts.lm).is_file():
+        raise EdgekdError(f"{opts.lm}: language model not found")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()

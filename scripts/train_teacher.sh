@@ -8,10 +8,18 @@ RUN=${2:-runs/teacher}
 HOURS=${3:-2.0}
 [ -f "$DATA/manifest.json" ] || edgekd synth --out "$DATA" --hours-source 3 --hours-target 1.0 --source-drift 0.5 --seed 1234
 edgekd train --role teacher --preset teacher-m --train "$DATA/source/train.jsonl" --dev "$DATA/source/dev.jsonl" \
-  --out "$RUN" --steps 1600 --lr 2e-3 --warmup 150 --max-frames 12000 --eval-every 200 --ckpt-every 50 \
+  --out "$RUN" --steps 2000 --lr 2e-3 --warmup 200 --max-frames 6000 --eval-every 250 --ckpt-every 50 \
   --hours "$HOURS" --threads 2 --seed 0
 mkdir -p models/teacher
 python3 -m edgekd.models.ship "$RUN/model.safetensors" models/teacher/teacher.safetensors
 edgekd eval --model models/teacher/teacher.safetensors --manifest "$DATA/source/test.jsonl" --out "$RUN/eval-source-test"
 edgekd eval --model models/teacher/teacher.safetensors --manifest "$DATA/target/test.jsonl" --out "$RUN/eval-target-test"
+# word 3-gram LM over the source transcripts, and the same two splits decoded with beam search + LM
+edgekd lm "$DATA/source/train.jsonl" --out models/teacher/lm.arpa
+if python3 -c "import flashlight.lib.text" 2>/dev/null; then
+  for s in source target; do
+    edgekd eval --model models/teacher/teacher.safetensors --manifest "$DATA/$s/test.jsonl" --out "$RUN/eval-$s-test-lm" \
+      --beam 32 --lm models/teacher/lm.arpa
+  done
+fi
 python3 scripts/model_card.py --run "$RUN" --data "$DATA" --model models/teacher/teacher.safetensors

@@ -49,7 +49,9 @@ def pseudolabel_stage(cfg: PipelineConfig) -> Stage:
         return StageResult(outputs={**m["outputs"], "confidence_plot": "confidence.png"},
                            metrics={k: m["metrics"][k] for k in keep})
     cfg_d = {**dump_config(cfg)["pseudolabel"], "teachers": list(cfg.teachers), "weights": list(cfg.teacher_weights)}
-    return Stage("pseudolabel", run, cfg_d, deps=_synth_dep(cfg), inputs=teacher_inputs(cfg) + _external(cfg, "target"))
+    lm = (Path(opts.lm),) if opts.lm else ()
+    return Stage("pseudolabel", run, cfg_d, deps=_synth_dep(cfg),
+                 inputs=teacher_inputs(cfg) + lm + _external(cfg, "target"))
 
 
 def _confidence_plot(path: Path, labels: list[dict], thr: float) -> None:
