@@ -69,7 +69,9 @@ class BeamDecoder:
                                             lm_weight=alpha, word_score=beta, unk_score=float("-inf"), sil_score=0.0,
                                             log_add=False, criterion_type=fl.CriterionType.CTC)
             self.decoder = fl.LexiconDecoder(opts, trie, lm, self.space, self.blank, wdict.get_index("<unk>"), [], False)
+            self.words = wdict
         else:
+            self.words = None
             opts = fl.LexiconFreeDecoderOptions(beam_size=beam_width, beam_size_token=len(self.tokens),
                                                 beam_threshold=25.0, lm_weight=0.0, sil_score=0.0, log_add=False,
                                                 criterion_type=fl.CriterionType.CTC)
@@ -85,8 +87,10 @@ class BeamDecoder:
                 continue
             em = lp[i, :n].contiguous()
             best = self.decoder.decode(em.data_ptr(), n, em.shape[1])[0]
-            ids = [t for t in best.tokens if t >= 0]
-            out.append(" ".join(Tokenizer(self.tokens).ctc_collapse(ids).split()))
+            if self.words is not None:  # the lexicon decoder's words are exact; its token path is a CTC path
+                out.append(" ".join(self.words.get_entry(w) for w in best.words if w >= 0))
+            else:
+                out.append(" ".join(Tokenizer(self.tokens).ctc_collapse([t for t in best.tokens if t >= 0]).split()))
         return out
 
 

@@ -124,3 +124,26 @@ def test_ray_engine_gives_the_same_outputs(data, teacher, tmp_path):
             za, zb = np.load(tmp_path / "local" / k), np.load(tmp_path / "ray" / k)
             for arr in ("counts", "ids", "logp"):
                 assert np.array_equal(za[arr], zb[arr]), (k, arr)
+
+
+def test_beam_lm_labels_use_lm_words_and_leave_soft_targets_alone(data, teacher, tmp_path):
+    pytest.importorskip("flashlight.lib.text")
+    from edgekd.lm import build_arpa
+
+    refs = [u.text for u in read_manifest(data / "corpus/target/train.ref.jsonl")]
+    arpa = build_arpa(refs, tmp_path / "lm.arpa", order=2)
+    vocab = {w for t in refs for w in t.split()}
+    with pytest.raises(ValueError, match="beam"):
+        PseudoLabelOptions(lm=str(arpa))
+    with pytest.raises(EdgekdError, match="not found"):
+        run_pseudolabel(PseudoLabelOptions(beam=4, lm=str(tmp_path / "nope.arpa")), data / "unlabeled.jsonl",
+                        [teacher], tmp_path / "x", progress=False)
+    greedy_dir, lm_dir = tmp_path / "greedy", tmp_path / "lm"
+    run_pseudolabel(PseudoLabelOptions(shard_utts=4, workers=1), data / "unlabeled.jsonl", [teacher], greedy_dir,
+                    progress=False)
+    run_pseudolabel(PseudoLabelOptions(shard_utts=4, workers=1, beam=8, lm=str(arpa)), data / "unlabeled.jsonl",
+                    [teacher], lm_dir, progress=False)
+    labels = [json.loads(l) for l in (lm_dir / "labels.jsonl").read_text().splitlines()]
+    assert labels and all(set(l["text"].split()) <= vocab for l in labels)  # lexicon-constrained
+    for p in sorted(greedy_dir.glob("shard-*.npz")):
+        assert p.read_bytes() == (lm_dir / p.name).read_bytes()
