@@ -90,7 +90,7 @@ def train(
     preset: Annotated[str, typer.Option(help="Model preset (edgekd/models/presets) or YAML path.")] = "teacher-m",
     role: Annotated[str, typer.Option(help="Recorded in the checkpoint: teacher or student.")] = "teacher",
     steps: Annotated[int, typer.Option(help="Optimizer steps in total (a resumed run continues to it).")] = 20000,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1.5e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (2e-3 stalled CTC from scratch here).")] = 5e-4,
     warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = 1000,
     max_frames: Annotated[int, typer.Option(help="Padded feature frames per batch.")] = 24000,
     eval_every: Annotated[int, typer.Option(help="Steps between dev WER evaluations.")] = 1000,

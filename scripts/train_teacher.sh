@@ -8,7 +8,7 @@ RUN=${2:-runs/teacher}
 HOURS=${3:-2.0}
 [ -f "$DATA/manifest.json" ] || edgekd synth --out "$DATA" --hours-source 3 --hours-target 1.0 --source-drift 0.5 --seed 1234
 edgekd train --role teacher --preset teacher-m --train "$DATA/source/train.jsonl" --dev "$DATA/source/dev.jsonl" \
-  --out "$RUN" --steps 2000 --lr 2e-3 --warmup 200 --max-frames 6000 --eval-every 250 --ckpt-every 50 \
+  --out "$RUN" --steps 1400 --lr 5e-4 --warmup 100 --max-frames 6000 --eval-every 350 --ckpt-every 50 \
   --hours "$HOURS" --threads 2 --seed 0
 mkdir -p models/teacher
 python3 -m edgekd.models.ship "$RUN/model.safetensors" models/teacher/teacher.safetensors
