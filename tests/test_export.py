@@ -2,6 +2,7 @@
 (synthetic) speech. The model is random but made confident (scaled head) so token agreement means something."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def test_quantized_variants_run_within_tolerance(setup, tmp_path, monkeypatch):
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # ORT's shape inference litters the working directory when it gives up
     for mode, tol in (("fp16", 0.05), ("int8-dynamic", None), ("int8-static", None)):
-        q = quantize(p, tmp_path / f"{mode}.onnx", mode, calibration=cal)
+        q = quantize(os.path.relpath(p, cwd), tmp_path / f"{mode}.onnx", mode, calibration=cal)  # relative src
         assert read_metadata(q)["quantization"] == mode
         lp, _ = run_onnx(ort_session(q), feats, np.array([feats.shape[1]]))
         if tol:

@@ -87,11 +87,12 @@ def quantize(src: str | Path, dst: str | Path, mode: str, *, calibration: list[n
             # graphs otherwise leave some MatMuls unquantized for lack of shapes.
             # ORT's symbolic shape inference, when it gives up, dumps sym_shape_infer_temp.onnx plus
             # uuid-named external-data files into the *working directory*: run it inside `td`.
+            src_abs = src.resolve()  # before the chdir: `src` may be relative to the caller's directory
             with contextlib.chdir(td):
                 try:
-                    quant_pre_process(str(src.resolve()), str(pre), skip_symbolic_shape=False)
+                    quant_pre_process(str(src_abs), str(pre), skip_symbolic_shape=False)
                 except Exception:
-                    quant_pre_process(str(src.resolve()), str(pre), skip_symbolic_shape=True)
+                    quant_pre_process(str(src_abs), str(pre), skip_symbolic_shape=True)
             if mode == "int8-dynamic":
                 quantize_dynamic(str(pre), str(tmp), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
                                  per_channel=False)
