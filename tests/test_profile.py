@@ -47,6 +47,13 @@ def test_known_broken_configs_are_skipped_with_reason(tmp_path):
     assert not dev.broken_for({"runtime": "onnxruntime", "via": "host"})
     man = StageManifest.load(run_profile(opts, [model], tmp_path / "o"))
     assert man.metrics["skipped"] == 0
+    # the estimator cannot read a .tflite: skipped with the reason, not counted as an error
+    tfl = tmp_path / "m.tflite"
+    tfl.write_bytes(b"TFL3" + bytes(60))
+    man = StageManifest.load(run_profile(ProfileOptions(devices=("rpi4",), modes=("estimate",), **FAST), [tfl],
+                                         tmp_path / "t"))
+    assert man.metrics["skipped"] == 1 and man.metrics["errors"] == 0
+    assert "ONNX graphs only" in (tmp_path / "t" / "skipped.jsonl").read_text()
     budget = load_device("android-budget")
     assert budget.broken_for({"runtime": "onnxruntime", "via": "termux"})[0].reason
 
