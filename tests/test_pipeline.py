@@ -43,7 +43,7 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     from edgekd.pipeline import summary_lines
 
     summary = summary_lines(tmp_path / "run")
-    assert len(summary) == 4 and "student" in summary[0] and "rpi4" in summary[3], summary
+    assert len(summary) == 5 and "student" in summary[0] and "rpi4" in summary[4], summary
     md = forced["report"]["md"].read_text()
     assert "Teacher vs student" in md and "Every artifact checked" in md and "rpi4" in md
     everything = run_pipeline(tiny_config, force=("synth",), log=logs.append)

@@ -98,9 +98,9 @@ def summary_lines(run_dir: str | Path) -> list[str]:
     if d:
         m = d.metrics
         lines.append(f"target-test WER: teacher {m['teacher_wer_%']:.1f} %, student {m['student_wer_%']:.1f} %")
-        lines.append(f"params: teacher {m['teacher_params'] / 1e6:.2f}M, student {m['student_params'] / 1e6:.2f}M "
-                     f"(1/{m['teacher_params'] / m['student_params']:.1f}); 1-thread latency student/teacher "
-                     f"{m.get('latency_ratio') or float('nan'):.2f}x")
+        lines.append(f"size: teacher {m['teacher_params'] / 1e6:.2f}M params, student {m['student_params'] / 1e6:.2f}M "
+                     f"(1/{m['teacher_params'] / m['student_params']:.1f})")
+        lines.append(f"latency student/teacher (PyTorch, 1 host thread): {m.get('latency_ratio') or float('nan'):.2f}x")
     e = run_dir / "export" / "verify.table.json"
     if e.exists():
         rows = json.loads(e.read_text())["rows"]
