@@ -170,6 +170,6 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
     m = StageManifest(stage="distil", config=cfg, outputs={"model": "model.safetensors", "history": "history.jsonl"},
                       metrics={"steps": res["step"], "best": res["best"], "params": model.num_params(),
                                "utterances": len(train), "with_text": int(has_text.sum()), "rejected": q.count},
-                      timings={"wall_s": round(time.time() - t0, 1)})
+                      timings={"wall_s": round(time.time() - t0, 1), "train_s": res["train_s"]})
     m.add_inputs(Path(soft_targets) / "meta.json", *([human_labels] if human_labels else []))
     return m.save(out)

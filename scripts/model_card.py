@@ -17,6 +17,8 @@ def main() -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", required=True)
+    ap.add_argument("--prior-train-min", type=float, default=0.0,
+                    help="training minutes of earlier legs that predate the cumulative train_s record")
     a = ap.parse_args()
     run, data, model = Path(a.run), Path(a.data), Path(a.model)
     train = json.loads((run / "manifest.json").read_text())
@@ -26,6 +28,10 @@ def main() -> None:
     hist = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
     dev = [h for h in hist if "dev_wer" in h]
     tm, sm = train["metrics"], synth["config"]
+    train_min = train["timings"].get("train_s", train["timings"]["wall_s"]) / 60 + a.prior_train_min
+    logs = [h for h in hist if "lr" in h]
+    restarts = [h["step"] for prev, h in zip(logs, logs[1:]) if h["lr"] > 2 * prev["lr"]]
+    schedule = "warm-up + cosine" + (f", warm restart(s) at step {', '.join(map(str, restarts))}" if restarts else "")
     lines = [
         "# edgekd shipped teacher (`teacher.safetensors`)", "",
         "A conformer CTC acoustic model over characters (`<blk>`, space, `'`, a-z), trained by",
@@ -35,8 +41,8 @@ def main() -> None:
         f"| preset | `{ck.preset}` ({ck.model.num_params() / 1e6:.2f}M params), stored fp16 ({model.stat().st_size / 1e6:.1f} MB) |",
         f"| featurizer | {ck.featurizer.n_mels}-band log-mel, {ck.featurizer.win_length / 16:.0f} ms window, {ck.featurizer.hop_length / 16:.0f} ms hop (pinned in the file) |",
         f"| training data | `edgekd synth --seed {sm['seed']} --hours-source {sm['hours_source']} --source-drift {sm['source_drift']}`: source/train = {tm['train_hours']} h, {tm['train_utterances']} utterances (espeak-ng, many accents/variants, + piper; half of it with mild drift as augmentation) |",
-        f"| steps | {tm['steps']} (batches of ≤ {train['config']['max_frames']} padded frames), AdamW peak lr {train['config']['loop']['lr']}, SpecAugment |",
-        f"| training time | {train['timings']['wall_s'] / 60:.1f} min wall on 2 CPU cores (shared with other work), ~{tm['audio_s_per_s']} s of audio per second |",
+        f"| steps | {tm['steps']} (batches of ≤ {train['config']['max_frames']} padded frames), AdamW peak lr {train['config']['loop']['lr']}, {schedule}, SpecAugment |",
+        f"| training time | {train_min:.1f} min wall on 2 CPU cores (shared with other work), ~{tm['audio_s_per_s']} s of audio per second |",
         f"| best dev WER (source/dev) | {100 * tm['best']['wer']:.1f} % at step {tm['best']['step']} |", "",
         "## Accuracy (greedy CTC, `edgekd eval`)", "",
         "| split | utterances | WER | CER |", "|---|---|---|---|",

@@ -58,8 +58,12 @@ def test_resume_after_kill_matches_uninterrupted(corpus, tmp_path, monkeypatch):
         run_train(_opts(12), tr, dev, tmp_path / "killed")
     monkeypatch.setattr(loop, "lr_at", real)
     state = torch.load(tmp_path / "killed/train_state.pt", weights_only=True)
-    assert state["step"] == 8
+    assert state["step"] == 8 and state["train_s"] > 0
     run_train(_opts(12), tr, dev, tmp_path / "killed")  # same command again: resumes at step 8
+    import json
+
+    timings = json.loads((tmp_path / "killed/manifest.json").read_text())["timings"]
+    assert timings["train_s"] > state["train_s"] and timings["train_s"] > timings["wall_s"] - 5  # both legs counted
     a = load_file(str(tmp_path / "full/last.safetensors"))
     b = load_file(str(tmp_path / "killed/last.safetensors"))
     assert a.keys() == b.keys()

@@ -130,6 +130,6 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
                       metrics={"steps": res["step"], "best": res["best"], "params": model.num_params(),
                                "train_utterances": len(train), "train_hours": round(float(train.lengths.sum()) / featurizer.frame_rate / 3600, 3),
                                "audio_s_per_s": round(thr[-1], 1) if thr else None, "rejected": q.count},
-                      timings={"wall_s": round(time.time() - t0, 1)})
+                      timings={"wall_s": round(time.time() - t0, 1), "train_s": res["train_s"]})
     m.add_inputs(train_manifest, *([dev_manifest] if dev_manifest else []))
     return m.save(out_dir)

@@ -90,7 +90,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.98))
-    step, history, best = 0, [], {"wer": float("inf"), "step": -1}
+    step, history, best, prior_s = 0, [], {"wer": float("inf"), "step": -1}, 0.0
     state_path = out_dir / STATE_FILE
     if state_path.exists():  # resume: everything that decides the next step comes back
         from safetensors.torch import load_file
@@ -102,6 +102,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
         torch.set_rng_state(st["torch_rng"])
         gen.set_state(st["gen_rng"])
         step, history, best = st["step"], st["history"], st["best"]
+        prior_s = float(st.get("train_s", 0.0))  # wall time of earlier legs: a resumed run reports the total
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def checkpoint():
@@ -110,7 +111,8 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
         save_fn(model, out_dir / "last.safetensors", {"step": step, "best": best})
         tmp = out_dir / (STATE_FILE + ".tmp")
         torch.save({"optim": optim.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-                    "gen_rng": gen.get_state(), "step": step, "history": history, "best": best}, tmp)
+                    "gen_rng": gen.get_state(), "step": step, "history": history, "best": best,
+                    "train_s": prior_s + time.time() - t0}, tmp)
         os.replace(tmp, state_path)  # weights first, then state: a kill between leaves a valid pair
 
     def evaluate():
@@ -152,7 +154,8 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
         if step % opts.log_every == 0 or step == opts.max_steps:
             el = time.time() - t0
             entry = {"step": step, "epoch": epoch, "lr": lr_at(step - 1, opts),
-                     **{k: v / n_acc for k, v in logs_acc.items()}, "audio_s_per_s": audio_s * world / max(el, 1e-9)}
+                     **{k: v / n_acc for k, v in logs_acc.items()}, "audio_s_per_s": audio_s * world / max(el, 1e-9),
+                     "train_s": round(prior_s + el, 1)}
             history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}", x_rt=f"{entry['audio_s_per_s']:.1f}")
             logs_acc, n_acc = {}, 0
@@ -169,4 +172,4 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
     checkpoint()
     if world > 1:
         torch.distributed.barrier()
-    return {"step": step, "history": history, "best": best}
+    return {"step": step, "history": history, "best": best, "train_s": round(prior_s + time.time() - t0, 1)}
