@@ -22,6 +22,8 @@ KNOWN_BROKEN: tuple[dict, ...] = (
      "reason": "tflite-runtime 2.14 needs numpy<2 and gave wrong int8 dynamic-range outputs; use ai-edge-litert"},
     {"format": "sherpa-onnx", "feature": "subsampling != 4", "effect": "wrong-timestamps",
      "reason": "sherpa-onnx's zipformer2_ctc loader hard-codes subsampling factor 4 (timestamps only; text is fine)"},
+    {"format": "tflite", "feature": "estimate", "effect": "fails",
+     "reason": "the estimator reads ONNX graphs only; measure LiteRT on host or device"},
     {"format": "any", "feature": "unstructured magnitude pruning", "effect": "no-speedup",
      "reason": "dense runtimes (ORT, XNNPACK) multiply the zeros; only structured pruning shrinks compute"},
 )
