@@ -30,18 +30,6 @@ def _kl(full: np.ndarray, rebuilt: np.ndarray, temp: float) -> float:
     return float((np.exp(a) * (a - b)).sum(1).mean())
 
 
-def _implied(enc: dict, lp_kept: np.ndarray, vocab: int) -> np.ndarray:
-    """Rebuild with the left-over mass implied by the (rounded) kept probabilities."""
-    n = enc["counts"].astype(np.int64)
-    frame = np.repeat(np.arange(len(n)), n)
-    kept = np.zeros(len(n))
-    np.add.at(kept, frame, np.exp(lp_kept.astype(np.float64)))
-    fill = np.log(np.clip(1 - kept, 1e-12, None) / np.maximum(vocab - n, 1))
-    out = np.repeat(fill[:, None], vocab, axis=1)
-    out[frame, enc["ids"].astype(np.int64)] = lp_kept
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", required=True)
@@ -54,7 +42,7 @@ def main() -> None:
 
     from edgekd.audio import load_audio
     from edgekd.manifest import read_manifest
-    from edgekd.softtargets import LOGP_STEP, decode_topk, encode_topk
+    from edgekd.softtargets import LOGP_STEP, _rebuild, decode_topk, encode_topk, implied_rest
     from edgekd.teachers import load_teacher
 
     torch.set_num_threads(1)
@@ -70,10 +58,12 @@ def main() -> None:
     true_kept = lp[frame, enc["ids"].astype(np.int64)]
     print(f"{t} frames from {a.utts} utterances; {len(enc['ids']) / t:.2f} tokens kept per frame; "
           f"frames with max p > 0.99: {(np.exp(lp.max(1)) > 0.99).mean():.1%}")
+    def implied(lp_kept: np.ndarray) -> np.ndarray:  # rebuilt with the left-over mass implied (edgekd 0.1)
+        return _rebuild(enc["counts"], enc["ids"], lp_kept, implied_rest(enc["counts"], lp_kept, vocab), vocab)
+
     f16 = true_kept.astype(np.float16)
-    rows = [("fp16-implied", [enc["counts"], enc["ids"], f16], _implied(enc, f16.astype(np.float32), vocab)),
-            ("u8-implied", [enc["counts"], enc["ids"], enc["q"]],
-             _implied(enc, -enc["q"].astype(np.float32) * LOGP_STEP, vocab)),
+    rows = [("fp16-implied", [enc["counts"], enc["ids"], f16], implied(f16.astype(np.float32))),
+            ("u8-implied", [enc["counts"], enc["ids"], enc["q"]], implied(-enc["q"].astype(np.float32) * LOGP_STEP)),
             ("u8-stored", list(enc.values()), decode_topk(**enc, vocab_size=vocab))]
     print(f"{'encoding':14} {'B/frame':>8} {'deflate':>8} {'KL T=1':>9} {'KL T=2':>9}")
     for name, arrays, rebuilt in rows:
