@@ -11,7 +11,9 @@ Same budget (steps, batch, lr, seed) for every student; WER on the *target-domai
   (e) soft + hard mixed (kd + 0.3 ctc);
   (f) Annealing-KD (phase 1 logit MSE with T stepping 1→τmax, phase 2 CTC).
 Plus params and the student/teacher latency ratio (10 s of audio, 1 thread, median of 5).
-Every run resumes if killed (rerun the command). Writes <out>/kd_table.json and prints a table.
+Every run resumes if killed (rerun the command). `--only d,e` trains just those (two such commands with
+`--threads 1` can share a 2-core box); the table always lists every finished run under --out.
+Writes <out>/kd_table.json and prints a table.
 """
 
 from __future__ import annotations
@@ -41,6 +43,18 @@ def latency_ms(model_path: str) -> float:
     return statistics.median(ts)
 
 
+def cached_eval(model: str, test: Path, out: Path, **kw) -> dict:
+    """run_eval, reusing <out>/metrics.json when it scored this very checkpoint (same path, newer file)."""
+    from edgekd.evaluate import run_eval
+
+    m = out / "metrics.json"
+    if m.exists() and m.stat().st_mtime > Path(model).stat().st_mtime:
+        d = json.loads(m.read_text())
+        if d.get("model") == str(model) and d.get("manifest") == str(test):
+            return d
+    return run_eval(model, test, out, progress=False, **kw)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, type=Path)
@@ -57,7 +71,6 @@ def main() -> None:
     a = ap.parse_args()
 
     from edgekd.distil import DistilOptions, run_distil
-    from edgekd.evaluate import run_eval
     from edgekd.models import load_checkpoint
     from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
     from edgekd.train import TrainOptions, run_train
@@ -91,30 +104,31 @@ def main() -> None:
     t_lat = latency_ms(a.teacher)
     t_params = load_checkpoint(a.teacher).model.num_params()
     rows = []
-    e = run_eval(a.teacher, test, a.out / "eval-a", progress=False)
+    e = cached_eval(a.teacher, test, a.out / "eval-a")
     rows.append({"run": "a", "what": "teacher", "params": t_params, "target_test_wer_%": round(100 * e["wer"], 2),
                  "target_test_cer_%": round(100 * e["cer"], 2), "latency_ratio_vs_teacher": 1.0, "train_min": None})
     if a.lm:  # what the hard labels were decoded with
-        e = run_eval(a.teacher, test, a.out / "eval-a-lm", progress=False, beam=a.beam, lm=a.lm)
+        e = cached_eval(a.teacher, test, a.out / "eval-a-lm", beam=a.beam, lm=a.lm)
         rows.append({"run": "a+lm", "what": f"teacher, beam {a.beam} + LM", "params": t_params,
                      "target_test_wer_%": round(100 * e["wer"], 2), "target_test_cer_%": round(100 * e["cer"], 2),
                      "latency_ratio_vs_teacher": None, "train_min": None})
     for key, (what, fn) in runs.items():
-        if key not in only:
-            continue
         o = a.out / key
-        t0 = time.time()
-        if not (o / "model.safetensors").exists():
+        if key in only and not (o / "model.safetensors").exists():
             fn(o)
+        if not (o / "model.safetensors").exists():
+            continue  # not trained (yet): another --only command may be training it
         model = str(o / "model.safetensors")
-        e = run_eval(model, test, a.out / f"eval-{key}", progress=False)
+        e = cached_eval(model, test, a.out / f"eval-{key}")
+        train_s = json.loads((o / "manifest.json").read_text())["timings"]["train_s"]
         rows.append({"run": key, "what": what, "params": load_checkpoint(model).model.num_params(),
                      "target_test_wer_%": round(100 * e["wer"], 2), "target_test_cer_%": round(100 * e["cer"], 2),
                      "latency_ratio_vs_teacher": round(latency_ms(model) / t_lat, 3),
-                     "train_min": round((time.time() - t0) / 60, 1)})
+                     "train_min": round(train_s / 60, 1)})
         print(json.dumps(rows[-1]), flush=True)
     lm_note = f", hard labels by beam {a.beam} + {Path(a.lm).name}" if a.lm else ", hard labels greedy"
-    (a.out / "kd_table.json").write_text(json.dumps({"title": f"KD comparison ({a.steps} steps, {a.preset}{lm_note})",
+    title = f"KD comparison ({a.steps} steps, lr {a.lr:g}, {a.max_frames} frames/batch, {a.preset}{lm_note})"
+    (a.out / "kd_table.json").write_text(json.dumps({"title": title,
                                                      "rows": rows}, indent=1))
     cols = list(rows[0])
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

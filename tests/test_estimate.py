@@ -114,3 +114,44 @@ def test_estimate_records_are_labelled_estimated(tmp_path):
     m = {r["metric"]: r for r in recs}
     assert m["rtf"]["value"] == pytest.approx(m["latency_est"]["value"] / 1e3 / 4.0)
     assert m["memory_est"]["value"] >= m["peak_activation"]["value"] and m["macs"]["value"] > 0
+
+
+def test_thread_scaling_follows_amdahl_with_the_runtime_serial_fraction():
+    # a compute-bound GEMM on rpi4's four equal cores: t(n) = t(1) x (s + (1 - s) / n)
+    from edgekd.profile.estimate import runtime_constants
+
+    dev = load_device("rpi4")
+    op = OpCost("x", "MatMul", "gemm", "fp32", 1e9, bytes=1e3, weight_bytes=0)
+    for runtime in ("onnxruntime", "litert"):
+        rt = runtime_constants(runtime)
+        s = rt["serial_fraction"]
+        assert 0 <= s < 1
+        t1 = op_time(op, dev, 1, rt=rt)[0]
+        for n in (2, 3, 4):
+            assert op_time(op, dev, n, rt=rt)[0] == pytest.approx(t1 * (s + (1 - s) / n))
+    # a tiny op does not split: same time on 1 and 4 threads
+    tiny = OpCost("y", "MatMul", "gemm", "fp32", 1e3, bytes=1e3, weight_bytes=0)
+    assert op_time(tiny, dev, 4)[0] == op_time(tiny, dev, 1)[0]
+
+
+def test_runtime_constants_read_the_calibration_file_over_the_documented_defaults(tmp_path, monkeypatch):
+    import json
+
+    from edgekd.profile import estimate as E
+
+    monkeypatch.setattr(E, "CALIBRATION_FILE", tmp_path / "none.json")
+    rt = E.runtime_constants("litert")
+    assert rt["efficiency"] == E.EFFICIENCY and rt["serial_fraction"] == E.SERIAL_FRACTION
+    assert rt["dispatch_cycles"] == E.DISPATCH_CYCLES
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"dispatch_cycles": {"value": 1234},
+                               "runtimes": {"litert": {"serial_fraction": 0.2, "efficiency": {"gemm": {"fp32": 0.9}}}}}))
+    monkeypatch.setattr(E, "CALIBRATION_FILE", cal)
+    rt = E.runtime_constants("litert")
+    assert rt["serial_fraction"] == 0.2 and rt["dispatch_cycles"] == 1234
+    assert rt["efficiency"]["gemm"] == {**E.EFFICIENCY["gemm"], "fp32": 0.9}
+    assert E.runtime_constants("onnxruntime")["serial_fraction"] == E.SERIAL_FRACTION  # not in the file: default
+    # the faster litert GEMM shows up in the estimate
+    dev = load_device("pixel3")
+    op = OpCost("x", "MatMul", "gemm", "fp32", 1e9, bytes=1e3, weight_bytes=0)
+    assert op_time(op, dev, 1, runtime="litert")[0] < op_time(op, dev, 1, runtime="onnxruntime")[0]

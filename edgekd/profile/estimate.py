@@ -9,25 +9,30 @@ walking the nodes in graph (topological) order, a tensor is alive from the node 
 largest sum of live tensor sizes at any node. Weights are reported separately; in-place reuse and
 allocator arenas are ignored (so the peak is an upper bound on what a planner must hold at once).
 
-`estimate_latency(cost, device, threads)`: each node takes
-    max(FLOPs / compute rate, bytes / bandwidth) + a dispatch overhead,
+`estimate_latency(cost, device, threads, runtime)`: each node takes
+    max(compute time, bytes / bandwidth) + a dispatch overhead,
 summed over the graph (ops run one after another; intra-op threads split each op). The figures:
-  * compute rate = sum over the cores the op's threads land on (fastest first) of
-    GHz x fp32 FLOP/cycle x precision factor x EFFICIENCY[op class][precision] x parallel efficiency.
-    Precision factor: fp32 1; fp16 2 with the fp16 ISA extension, else 1 (runs as fp32);
-    int8 2 (widening multiply-accumulate, NEON/AVX2), 4 with dotprod/VNNI, 8 with i8mm.
-  * an op uses min(threads, FLOPs / PAR_GRAIN_FLOPS) threads: small ops do not split.
+  * compute time on one core = FLOPs / (GHz x fp32 FLOP/cycle x precision factor x
+    efficiency[runtime][op class][precision]) on the fastest core. Precision factor: fp32 1;
+    fp16 2 with the fp16 ISA extension, else 1 (runs as fp32); int8 2 (widening multiply-
+    accumulate, NEON/AVX2), 4 with dotprod/VNNI, 8 with i8mm.
+  * on n threads (Amdahl): t1 x (s + (1 - s) / n'), s = the runtime's serial fraction, n' = the
+    used cores' summed speed relative to the fastest (big.LITTLE). An op uses
+    min(threads, FLOPs / PAR_GRAIN_FLOPS) threads: small ops do not split.
   * bandwidth: a working set below the last-level cache streams at CACHE_BYTES_PER_CYCLE per
-    core-cycle; above it, DRAM at the profile's theoretical peak x DRAM_EFF_ONE_CORE per thread,
+    core-cycle (per runtime: what its element-wise kernels reach); above it, DRAM at the profile's theoretical peak x DRAM_EFF_ONE_CORE per thread,
     capped at DRAM_EFF_ALL_CORES.
-The EFFICIENCY table is a documented assumption (typical fractions of peak reached by MLAS /
-XNNPACK kernels), not fitted per device; benchmarks/bench_estimate.py reports how far it lands
-from host measurements and from published on-device figures. Every estimate is labelled
-`source: estimated`.
+  * dispatch overhead: DISPATCH cycles per node of the fastest core (a quarter for shape ops).
+The per-runtime efficiencies, serial fractions and the dispatch cycles are *calibrated* by
+benchmarks/calibrate_estimator.py into calibration.json next to this file -- on host
+micro-benchmarks and on published figures kept apart from the ones benchmarks/bench_estimate.py
+validates against; what calibration.json does not give falls back to the documented assumptions
+below. Every estimate is labelled `source: estimated`.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,22 +42,39 @@ import numpy as np
 
 from edgekd.profile.devices import Device
 
-# ---------------------------------------------------------------- documented model constants
-# Fraction of the cores' peak FLOP/s that a kernel of this class reaches (MLAS / XNNPACK GEMMs
-# reach well over half of peak on large shapes; im2col-free direct convolutions somewhat less;
-# depthwise convolutions and everything else are bandwidth-bound and barely use the FMA units).
+# ---------------------------------------------------------------- model constants
+# Documented assumptions, used where calibration.json says nothing: the fraction of the cores'
+# peak FLOP/s a kernel of this class reaches (MLAS / XNNPACK GEMMs reach well over half of peak on
+# large shapes; im2col-free direct convolutions somewhat less; depthwise convolutions and
+# everything else are bandwidth-bound and barely use the FMA units).
 EFFICIENCY = {
     "gemm": {"fp32": 0.60, "fp16": 0.50, "int8": 0.45},
     "conv": {"fp32": 0.45, "fp16": 0.40, "int8": 0.35},
     "dwconv": {"fp32": 0.15, "fp16": 0.12, "int8": 0.10},
     "other": {"fp32": 0.10, "fp16": 0.10, "int8": 0.10},
 }
+SERIAL_FRACTION = 0.10  # Amdahl serial share of an op's compute (sync, imbalance, unsplit loops)
+DISPATCH_CYCLES = 4000  # per-op runtime overhead (kernel lookup, allocation, thread wake-up)
 PAR_GRAIN_FLOPS = 2e6  # an op gets one thread per this many FLOPs (thread-pool chunking)
-PAR_OVERHEAD = 0.08  # parallel efficiency 1 / (1 + PAR_OVERHEAD x (threads - 1)): sync, imbalance
 CACHE_BYTES_PER_CYCLE = 16.0  # L1/L2 streaming per core-cycle for cache-resident working sets
 DRAM_EFF_ONE_CORE = 0.30  # one core reaches ~30 % of theoretical DRAM bandwidth (latency-bound)
 DRAM_EFF_ALL_CORES = 0.60  # all cores together reach ~60 %
-DISPATCH_CYCLES = 4000  # per-op runtime overhead (kernel lookup, allocation, thread wake-up)
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+
+def runtime_constants(runtime: str) -> dict[str, Any]:
+    """{"efficiency", "serial_fraction", "dispatch_cycles", "cache_bytes_per_cycle"} for `runtime` (onnxruntime | litert):
+    calibration.json's fitted values over the documented assumptions above."""
+    cal = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.exists() else {}
+    rt = cal.get("runtimes", {}).get(runtime, {})
+    eff = {cls: dict(row) for cls, row in EFFICIENCY.items()}
+    for cls, row in rt.get("efficiency", {}).items():
+        eff.setdefault(cls, {}).update(row)
+    return {"efficiency": eff, "serial_fraction": rt.get("serial_fraction", SERIAL_FRACTION),
+            "dispatch_cycles": cal.get("dispatch_cycles", {}).get("value", DISPATCH_CYCLES),
+            "cache_bytes_per_cycle": rt.get("cache_bytes_per_cycle", CACHE_BYTES_PER_CYCLE)}
+
+
 SHAPE_OPS = {"Shape", "Reshape", "Squeeze", "Unsqueeze", "Constant", "Identity", "Flatten", "ConstantOfShape",
              "Range", "Size"}
 GEMM_OPS = {"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "MatMulIntegerToFloat",
@@ -359,34 +381,42 @@ def precision_factor(device: Device, precision: str) -> float:
     return 1.0
 
 
-def op_time(op: OpCost, device: Device, threads: int) -> tuple[float, float, float]:
-    """(compute s, memory s, overhead s) of one op on `threads` threads of `device`."""
+def op_time(op: OpCost, device: Device, threads: int, runtime: str | None = None,
+            rt: dict | None = None) -> tuple[float, float, float]:
+    """(compute s, memory s, overhead s) of one op on `threads` threads of `device` under `runtime`."""
+    rt = rt or runtime_constants(runtime or device.runtime)
     cores = device.core_list()[:max(1, min(threads, device.cores))]
     flops = 2.0 * op.macs
     t_op = max(1, min(len(cores), int(flops // PAR_GRAIN_FLOPS) or 1))
     used = cores[:t_op]
-    par = 1.0 / (1.0 + PAR_OVERHEAD * (t_op - 1))
-    eff = EFFICIENCY.get(op.op_class, EFFICIENCY["other"])[op.precision]
-    rate = sum(c.max_ghz * 1e9 * c.fp32_flops_per_cycle for c in used) * precision_factor(device, op.precision) * eff * par
-    t_compute = flops / rate if flops else 0.0
+    eff = rt["efficiency"].get(op.op_class, rt["efficiency"]["other"])[op.precision]
+    fast = used[0].max_ghz * 1e9 * used[0].fp32_flops_per_cycle
+    t1 = flops / (fast * precision_factor(device, op.precision) * eff) if flops else 0.0
+    speed = sum(c.max_ghz * 1e9 * c.fp32_flops_per_cycle for c in used) / fast  # cores, in fastest-core units
+    s = rt["serial_fraction"]
+    t_compute = t1 * (s + (1.0 - s) / speed)
     if op.bytes <= device.llc_kb * 1024:
-        bw = sum(c.max_ghz * 1e9 * CACHE_BYTES_PER_CYCLE for c in used)
+        bw = sum(c.max_ghz * 1e9 * rt["cache_bytes_per_cycle"] for c in used)
     else:
         bw = device.mem_bandwidth_gbs * 1e9 * min(DRAM_EFF_ALL_CORES, DRAM_EFF_ONE_CORE * t_op)
     t_mem = op.bytes / bw
-    overhead = 0.0 if op.op_class == "shape" and op.bytes == 0 else DISPATCH_CYCLES / (cores[0].max_ghz * 1e9)
+    overhead = 0.0 if op.op_class == "shape" and op.bytes == 0 else rt["dispatch_cycles"] / (cores[0].max_ghz * 1e9)
     if op.op_class == "shape":
         overhead *= 0.25  # shape bookkeeping: no kernel launch, still a node to walk
     return t_compute, t_mem, overhead
 
 
-def estimate_latency(cost: GraphCost, device: Device, threads: int | None = None) -> dict[str, Any]:
-    """Latency (ms) of one inference: sum over nodes of max(compute, memory) + overhead."""
+def estimate_latency(cost: GraphCost, device: Device, threads: int | None = None,
+                     runtime: str | None = None) -> dict[str, Any]:
+    """Latency (ms) of one inference: sum over nodes of max(compute, memory) + overhead.
+    `runtime` (onnxruntime | litert) picks the calibrated constants; default: the device's."""
     threads = threads or device.threads
+    runtime = runtime or device.runtime
+    rt = runtime_constants(runtime)
     total = comp = mem = ovh = 0.0
     by_class: dict[str, float] = defaultdict(float)
     for op in cost.ops:
-        c, m, o = op_time(op, device, threads)
+        c, m, o = op_time(op, device, threads, rt=rt)
         t = max(c, m) + o
         total += t
         comp += c
@@ -395,7 +425,7 @@ def estimate_latency(cost: GraphCost, device: Device, threads: int | None = None
         by_class[op.op_class] += t
     return {"latency_ms": total * 1e3, "compute_ms": comp * 1e3, "memory_ms": mem * 1e3, "overhead_ms": ovh * 1e3,
             "by_class_ms": {k: v * 1e3 for k, v in sorted(by_class.items())}, "threads": threads,
-            "device": device.name}
+            "device": device.name, "runtime": runtime}
 
 
 def estimate_records(model: str | Path, device: Device, *, seconds: float = 10.0, threads: int | None = None,
@@ -406,7 +436,7 @@ def estimate_records(model: str | Path, device: Device, *, seconds: float = 10.0
     model = Path(model)
     frames = max(1, int(round(seconds * frames_per_second)))
     cost = analyze(model, frames)
-    est = estimate_latency(cost, device, threads)
+    est = estimate_latency(cost, device, threads, runtime="onnxruntime")  # an .onnx file runs on onnxruntime
     files = model_files(model)
     quant = quantization or ("int8" if any(o.precision == "int8" for o in cost.ops) else
                              "fp16" if any(o.precision == "fp16" for o in cost.ops) else "fp32")
@@ -415,7 +445,7 @@ def estimate_records(model: str | Path, device: Device, *, seconds: float = 10.0
                       "quantization": quant, "sha256": sha256_files(files),
                       "size_bytes": sum(f.stat().st_size for f in files)},
             "device": device.name, "threads": est["threads"], "warmup": 0, "iterations": 0, "source": "estimated",
-            "runtime": {"name": f"estimate:{device.runtime}", "version": "edgekd-roofline-1"}, "cpu": {},
+            "runtime": {"name": "estimate:onnxruntime", "version": "edgekd-roofline-2"}, "cpu": {},
             "audio_seconds": seconds, "mode": "offline", "frames": frames}
     mb = 2.0**20
     rows = [("latency_est", est["latency_ms"], "ms", {k: est[k] for k in ("compute_ms", "memory_ms", "overhead_ms",

@@ -100,6 +100,16 @@ print(2 * 1024**3 / best / 1e9, 2 * x.nbytes / bt / 1e9)
 """
 
 
+def cpu_ghz(default: float = 2.0) -> float:
+    """This CPU's highest reported clock (/proc/cpuinfo), GHz."""
+    try:
+        mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+               if line.startswith("cpu MHz")]
+    except (OSError, ValueError):
+        return default
+    return max(mhz) / 1e3 if mhz else default
+
+
 def host_device(threads: int | None = None) -> Device:
     """A device profile for this machine, calibrated by two one-thread micro-benchmarks.
 
@@ -115,12 +125,10 @@ def host_device(threads: int | None = None) -> Device:
     out = subprocess.run([sys.executable, "-c", _CALIBRATE], capture_output=True, text=True, env=env,
                          timeout=300, check=True).stdout.split()
     gflops, copy_gbs = float(out[0]), float(out[1])
-    ghz = 2.0
+    ghz = cpu_ghz()
     flags = ""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
-        ghz = (max(mhz) / 1e3) if mhz else ghz
         flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
     except OSError:
         pass
@@ -136,6 +144,6 @@ def host_device(threads: int | None = None) -> Device:
     isa = tuple(f for f, k in (("avx2", "avx2"), ("fma", "fma"), ("avx512", "avx512f")) if k in flags.split())
     return Device(name="host", description=f"this machine, calibrated ({gflops:.1f} GFLOP/s sgemm, {copy_gbs:.1f} GB/s copy)",
                   kind="host", soc="host", os=sys.platform, arch=os.uname().machine,
-                  clusters=(Cluster("host-cpu", ncpu, ghz, gflops / E.EFFICIENCY["gemm"]["fp32"] / ghz),),
+                  clusters=(Cluster("host-cpu", ncpu, ghz, gflops / E.runtime_constants("onnxruntime")["efficiency"]["gemm"]["fp32"] / ghz),),
                   isa=isa, ram_gb=8.0, mem_bandwidth_gbs=copy_gbs / E.DRAM_EFF_ONE_CORE, llc_kb=llc,
                   runtime="onnxruntime", threads=min(threads or ncpu, ncpu), access="local")
