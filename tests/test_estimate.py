@@ -155,3 +155,18 @@ def test_runtime_constants_read_the_calibration_file_over_the_documented_default
     dev = load_device("pixel3")
     op = OpCost("x", "MatMul", "gemm", "fp32", 1e9, bytes=1e3, weight_bytes=0)
     assert op_time(op, dev, 1, runtime="litert")[0] < op_time(op, dev, 1, runtime="onnxruntime")[0]
+
+
+def test_a_qdq_matmul_is_costed_as_int8(tmp_path):
+    # x -Q-> xq -DQ-> xd ; W(int8) -DQ-> Wd ; y = xd @ Wd : the fused kernel is int8, reading int8 operands
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["Wq", "s", "z"], ["Wd"]),
+             helper.make_node("MatMul", ["xd", "Wd"], ["y"], name="mm")]
+    inits = [numpy_helper.from_array(np.zeros((64, 32), np.int8), "Wq"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 64])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 32])], inits)
+    mm = next(o for o in analyze(m, 10).ops if o.name == "mm")
+    assert mm.precision == "int8" and mm.macs == 10 * 64 * 32
+    assert mm.bytes == 10 * 64 + 64 * 32 + 4 * 10 * 32  # int8 operands, fp32 output

@@ -301,12 +301,16 @@ def analyze(model: Any, frames: int, batch: int = 1) -> GraphCost:
             folded.add(n.name or id(n))
             weights.update(o for o in n.output if o)
 
+    # QDQ graphs (static int8): a MatMul/Conv whose operands both come out of DequantizeLinear runs
+    # as an int8 kernel once the runtime fuses the pattern, reading its operands as int8.
+    dq_out = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
     ops, per_type = [], defaultdict(lambda: {"count": 0, "macs": 0.0, "bytes": 0.0})
     for i, n in enumerate(g.node):
         if (n.name or id(n)) in folded:
             continue
         macs, cls = _node_macs(n, shp)
-        prec = "int8" if n.op_type in INT8_OPS else (
+        qdq = cls in ("gemm", "conv", "dwconv") and len(n.input) >= 2 and all(x in dq_out for x in n.input[:2])
+        prec = "int8" if n.op_type in INT8_OPS or qdq else (
             "fp16" if n.output and n.output[0] in shapes and shapes[n.output[0]][1] == 10 else "fp32")
         if cls == "shape" or (n.op_type == "Constant"):
             b = 0.0
@@ -315,8 +319,9 @@ def analyze(model: Any, frames: int, batch: int = 1) -> GraphCost:
             b = 2 * sum(nbytes(o) for o in n.output if o) + sum(nbytes(x) for x in n.input[1:] if x)
             wb = 0.0
         else:
-            b = sum(nbytes(x) for x in n.input if x) + sum(nbytes(o) for o in n.output if o)
-            wb = sum(nbytes(x) for x in n.input if x in weights)
+            q = (lambda x: nbytes(x) / 4 if qdq and x in dq_out else nbytes(x))  # noqa: E731 -- fp32 -> int8 reads
+            b = sum(q(x) for x in n.input if x) + sum(nbytes(o) for o in n.output if o)
+            wb = sum(q(x) for x in n.input if x in weights)
         ops.append(OpCost(n.name or f"{n.op_type}_{i}", n.op_type, cls, prec, macs, b, wb))
         pt = per_type[n.op_type]
         pt["count"] += 1
