@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ def run_report(run_dir: str | Path, out_dir: str | Path | None = None, title: st
                           + (f"<p class=note>{html.escape(t['note'])}</p>" if t.get("note") else ""))
             elif rel.endswith(".png") and path.exists():
                 data = base64.b64encode(path.read_bytes()).decode()
-                md.append(f"![{key}]({path.resolve()})\n")
+                # relative to report.md, so the run folder can be moved or zipped with its report
+                md.append(f"![{key}]({Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()})\n")
                 hb.append(f"<figure><img alt='{html.escape(key)}' src='data:image/png;base64,{data}'>"
                           f"<figcaption class=note>{html.escape(key)}</figcaption></figure>")
         md.append(f"<sub>stage took {m.timings.get('wall_s', 0):.1f} s · fingerprint {m.fingerprint[:12]}</sub>\n")

@@ -40,6 +40,7 @@ def test_report_has_every_stage_table_and_embedded_plot(tmp_path):
     assert html.count("data:image/png;base64,") == 2
     assert "teacher WER 10 %" in html and "<table>" in html
     assert "src='/" not in html and 'src="/' not in html  # self-contained: no file references
+    assert "](distil/plot.png)" in md and "](profile/plot.png)" in md  # relative: the folder can move
 
 
 def test_report_renders_in_headless_chromium(tmp_path):
