@@ -40,7 +40,11 @@ FROM ${PYTHON_IMAGE} AS runner
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
 # Versions tested with the runner (shared/DESIGN.md); all three ship manylinux aarch64 wheels.
-RUN python3 -m venv /opt/venv \
+# Behind a TLS-intercepting proxy, lend pip the proxy's CA bundle for this step only (not kept in
+# the image): --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt
+RUN --mount=type=secret,id=cacert,required=false \
+    if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
+ && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir "numpy==2.4.6" "onnxruntime==1.32.0" "ai-edge-litert==2.3.0" \
  && useradd --create-home --uid 1000 bench
 COPY edgekd/bench/runner.py /opt/edgekd/runner.py

@@ -9,7 +9,10 @@ Same budget (steps, batch, lr, seed) for every student; WER on the *target-domai
   (c) student on the teacher's 1-best transcripts of the unlabeled target audio (CTC, sequence-level KD);
   (d) student on the teacher's soft targets only (frame-level KD at T);
   (e) soft + hard mixed (kd + 0.3 ctc);
-  (f) Annealing-KD (phase 1 logit MSE with T stepping 1→τmax, phase 2 CTC).
+  (f) Annealing-KD (phase 1 logit MSE with T stepping 1→τmax, phase 2 CTC);
+  (g) soft + hard on *all* the audio: the teacher's soft targets on the source and target train
+      sets, CTC on the source's human transcripts and the target's 1-best (what a user with both
+      would run; (b) sees the same labeled source, (d)-(f) only the target audio).
 Plus params and the student/teacher latency ratio (10 s of audio, 1 thread, median of 5).
 Every run resumes if killed (rerun the command). `--only d,e` trains just those (two such commands with
 `--threads 1` can share a 2-core box); the table always lists every finished run under --out.
@@ -65,12 +68,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)  # 2e-3 stalled CTC from scratch (the teacher)
     ap.add_argument("--max-frames", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="", help="comma-separated subset of b,c,d,e,f")
+    ap.add_argument("--only", default="", help="comma-separated subset of b,c,d,e,f,g")
     ap.add_argument("--lm", default="", help="ARPA LM: the teacher's 1-best hard labels by beam search + LM")
     ap.add_argument("--beam", type=int, default=16)
     a = ap.parse_args()
 
     from edgekd.distil import DistilOptions, run_distil
+    from edgekd.manifest import read_manifest, write_manifest
     from edgekd.models import load_checkpoint
     from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
     from edgekd.train import TrainOptions, run_train
@@ -86,6 +90,16 @@ def main() -> None:
         # no review route here: every utterance keeps the teacher's 1-best (what (c) and (e) learn from)
         run_pseudolabel(PseudoLabelOptions(review_fraction=0.0, workers=1, beam=a.beam if a.lm else 0, lm=a.lm),
                         a.data / "target/train.jsonl", [a.teacher], pl)
+
+    def pseudolabels_all():  # soft targets on source + target train audio (g), made on first use
+        pl_all = a.out / "pseudolabels-all"
+        if not (pl_all / "manifest.json").exists():
+            both = a.out / "train-source+target.jsonl"
+            write_manifest(both, [*read_manifest(a.data / "source/train.jsonl"), *read_manifest(a.data / "target/train.jsonl")])
+            run_pseudolabel(PseudoLabelOptions(review_fraction=0.0, workers=1, beam=a.beam if a.lm else 0, lm=a.lm),
+                            both, [a.teacher], pl_all)
+        return pl_all
+
     runs = {
         "b": ("student, CTC on labeled source only", lambda o: run_train(
             TrainOptions(preset=a.preset, role="student", loop=loop, max_frames=a.max_frames),
@@ -99,6 +113,9 @@ def main() -> None:
         "f": ("student, Annealing-KD", lambda o: run_distil(
             DistilOptions(preset=a.preset, loss="annealing", loop=loop, max_frames=a.max_frames), pl, o,
             dev_manifest=dev)),
+        "g": ("student, soft + hard on source + target audio (source human labels)", lambda o: run_distil(
+            DistilOptions(preset=a.preset, loss="kd+ctc", loop=loop, max_frames=a.max_frames), pseudolabels_all(), o,
+            human_labels=a.data / "source/train.jsonl", dev_manifest=dev)),
     }
     only = set(a.only.split(",")) - {""} or set(runs)
     t_lat = latency_ms(a.teacher)

@@ -49,9 +49,13 @@ if ! buildah inspect --type image "$BASE" >/dev/null 2>&1; then
   buildah rm "$ctr"
 fi
 
-# 4. the runner image (only the runner stage: no torch, nothing from the toolkit stage)
+# 4. the runner image (only the runner stage: no torch, nothing from the toolkit stage). A CA bundle
+# that trusts this network's TLS proxy (PIP_CERT / SSL_CERT_FILE) is lent to pip as a build secret.
+CA=${PIP_CERT:-${SSL_CERT_FILE:-}}
+secret=()
+[ -n "$CA" ] && [ -f "$CA" ] && secret=(--secret "id=cacert,src=$CA")
 buildah bud --isolation chroot --pull=never --platform linux/arm64 --build-arg PYTHON_IMAGE="$BASE" \
-  --target runner -t "$TAG" .
+  "${secret[@]}" --target runner -t "$TAG" .
 echo "built $TAG"
 buildah inspect --type image --format '{{.OCIv1.Architecture}} {{.OCIv1.Config.Entrypoint}}' "$TAG"
 # Smoke test under emulation (never a timing): the runner prints its help.
