@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)  # 2e-3 stalled CTC from scratch (the teacher)
     ap.add_argument("--max-frames", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (init, batches, SpecAugment)")
     ap.add_argument("--only", default="", help="comma-separated subset of b,c,d,e,f,g")
     ap.add_argument("--lm", default="", help="ARPA LM: the teacher's 1-best hard labels by beam search + LM")
     ap.add_argument("--beam", type=int, default=16)
@@ -84,7 +85,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     test, dev = a.data / "target/test.jsonl", a.data / "target/dev.jsonl"
     loop = LoopOptions(max_steps=a.steps, lr=a.lr, warmup_steps=max(1, a.steps // 10), eval_every=max(1, a.steps // 3),
-                       ckpt_every=50, seed=0, threads=a.threads)
+                       ckpt_every=50, seed=a.seed, threads=a.threads)
     pl = a.out / "pseudolabels"
     if not (pl / "manifest.json").exists():
         # no review route here: every utterance keeps the teacher's 1-best (what (c) and (e) learn from)
@@ -144,7 +145,7 @@ def main() -> None:
                      "train_min": round(train_s / 60, 1)})
         print(json.dumps(rows[-1]), flush=True)
     lm_note = f", hard labels by beam {a.beam} + {Path(a.lm).name}" if a.lm else ", hard labels greedy"
-    title = f"KD comparison ({a.steps} steps, lr {a.lr:g}, {a.max_frames} frames/batch, {a.preset}{lm_note})"
+    title = f"KD comparison ({a.steps} steps, lr {a.lr:g}, {a.max_frames} frames/batch, seed {a.seed}, {a.preset}{lm_note})"
     (a.out / "kd_table.json").write_text(json.dumps({"title": title,
                                                      "rows": rows}, indent=1))
     cols = list(rows[0])

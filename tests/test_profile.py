@@ -94,3 +94,17 @@ def test_cli_profile_and_bench(tmp_path):
                                  "--seconds", "1", "--iterations", "3", "--warmup", "0", "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert "measured-on-host" in r.output
+
+
+def test_artifacts_sharing_a_file_name_get_their_folder_in_the_table(tmp_path):
+    (tmp_path / "student").mkdir()
+    (tmp_path / "pruned").mkdir()
+    a = onnx_ctc(tmp_path / "student" / "model.onnx", hidden=64)
+    b = onnx_ctc(tmp_path / "pruned" / "model.onnx", hidden=32)
+    c = onnx_ctc(tmp_path / "student" / "other.onnx", hidden=16)
+    man = StageManifest.load(run_profile(ProfileOptions(devices=("rpi4",), modes=("estimate",), **FAST), [a, b, c],
+                                         tmp_path / "out"))
+    rows = json.loads((tmp_path / "out" / man.outputs["table_rpi4"]).read_text())["rows"]
+    assert sorted(r["artifact"] for r in rows) == ["other.onnx", "pruned/model.onnx", "student/model.onnx"]
+    by = {r["artifact"]: r["p50_ms"] for r in rows}
+    assert by["student/model.onnx"] > by["pruned/model.onnx"]  # two models, not one row written twice

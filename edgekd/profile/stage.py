@@ -80,8 +80,16 @@ def _estimate_gap(fmt: str) -> dict | None:
     return check(fmt, "estimate")
 
 
-def _measure(mode: str, opts: ProfileOptions, dev: Device, art: Path, out_dir: Path) -> list[dict]:
+def artifact_labels(artifacts: list[Path]) -> dict[Path, str]:
+    """How each artifact is named in tables: its file name, or folder/file name where two share one
+    (an export's student/model.onnx and pruned/model.onnx)."""
+    names = [a.name for a in artifacts]
+    return {a: (f"{a.parent.name}/{a.name}" if names.count(a.name) > 1 else a.name) for a in artifacts}
+
+
+def _measure(mode: str, opts: ProfileOptions, dev: Device, art: Path, out_dir: Path, label: str = "") -> list[dict]:
     threads = opts.threads or dev.threads
+    tag = (label or art.name).replace("/", "-").rsplit(".", 1)[0]  # for per-device output files
     common = dict(seconds=opts.seconds, warmup=opts.warmup, iterations=opts.iterations, max_time=opts.max_time,
                   chunk_seconds=opts.chunk_seconds, name=art.stem)
     if mode == "estimate":
@@ -98,14 +106,14 @@ def _measure(mode: str, opts: ProfileOptions, dev: Device, art: Path, out_dir: P
         target = SshTarget(opts.ssh_host, port=opts.ssh_port, identity=opts.ssh_identity, python=opts.remote_python,
                            venv=opts.remote_venv, remote_dir=opts.remote_dir,
                            packages=("numpy", "ai-edge-litert" if art.suffix == ".tflite" else "onnxruntime"))
-        return ssh_bench(target, art, out_dir / "device" / f"{dev.name}-{art.stem}.jsonl", threads=threads,
+        return ssh_bench(target, art, out_dir / "device" / f"{dev.name}-{tag}.jsonl", threads=threads,
                          device=dev.name, **common)
     from edgekd.profile.remote import AdbTarget, adb_bench
 
     target = AdbTarget(opts.adb_serial, opts.benchmark_binary, cpu_mask=opts.cpu_mask)
     info = {"name": art.stem, "path": str(art), "format": art.suffix.lstrip("."), "quantization": "unknown",
             "sha256": sha256_file(art), "size_bytes": art.stat().st_size}
-    return adb_bench(target, art, out_dir / "device" / f"{dev.name}-{art.stem}.jsonl", device=dev.name,
+    return adb_bench(target, art, out_dir / "device" / f"{dev.name}-{tag}.jsonl", device=dev.name,
                      threads=threads, audio_seconds=opts.seconds, warmup=opts.warmup, iterations=opts.iterations,
                      model_info=info)
 
@@ -122,6 +130,7 @@ def run_profile(opts: ProfileOptions, artifacts: list[Path], out_dir: str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
     devices = [load_device(d) for d in opts.devices]
     artifacts = [Path(a) for a in artifacts]
+    labels = artifact_labels(artifacts)
     results_path = out_dir / "results.jsonl"
     old = [r for _, r in iter_jsonl(results_path)] if results_path.exists() else []
     done = {_key(r) for r in old}
@@ -139,24 +148,25 @@ def run_profile(opts: ProfileOptions, artifacts: list[Path], out_dir: str | Path
                        "threads": threads, "via": mode}
                 broken = [kb for kb in dev.broken_for(cfg) if kb.effect == "fails"]
                 if broken and mode != "estimate":
-                    skipped.append({"artifact": art.name, "device": dev.name, "mode": mode, "reason": broken[0].reason})
+                    skipped.append({"artifact": labels[art], "device": dev.name, "mode": mode,
+                                    "reason": broken[0].reason})
                     continue
                 gap = _estimate_gap(cfg["format"]) if mode == "estimate" else None
                 if gap and gap["effect"] == "fails":  # a known gap, not a failure
-                    skipped.append({"artifact": art.name, "device": dev.name, "mode": mode, "reason": gap["reason"]})
+                    skipped.append({"artifact": labels[art], "device": dev.name, "mode": mode, "reason": gap["reason"]})
                     continue
                 try:
                     digest = digest or _digest(art)
                     if (digest, dev.name, SOURCE_OF[mode], threads, opts.seconds) in done:
                         continue
-                    new = _measure(mode, opts, dev, art, out_dir)
+                    new = _measure(mode, opts, dev, art, out_dir, labels[art])
                 except Exception as e:  # noqa: BLE001 -- a batch job: log the failing artifact, go on
                     msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
                     errors.append({"artifact": str(art), "device": dev.name, "mode": mode,
                                    "error": f"{type(e).__name__}: {msg}"})
                     continue
                 for r in new:
-                    r["model"]["artifact"] = art.name
+                    r["model"]["artifact"] = labels[art]
                 records += new
                 write_jsonl(results_path, records)  # after every artifact: a kill loses at most one
     write_jsonl(results_path, records)
