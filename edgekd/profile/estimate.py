@@ -20,8 +20,8 @@ summed over the graph (ops run one after another; intra-op threads split each op
     used cores' summed speed relative to the fastest (big.LITTLE). An op uses
     min(threads, FLOPs / PAR_GRAIN_FLOPS) threads: small ops do not split.
   * bandwidth: a working set below the last-level cache streams at CACHE_BYTES_PER_CYCLE per
-    core-cycle (per runtime: what its element-wise kernels reach); above it, DRAM at the profile's theoretical peak x DRAM_EFF_ONE_CORE per thread,
-    capped at DRAM_EFF_ALL_CORES.
+    core-cycle (per runtime: what its element-wise kernels reach); above it, DRAM at the profile's
+    theoretical peak x DRAM_EFF_ONE_CORE per thread, capped at DRAM_EFF_ALL_CORES.
   * dispatch overhead: DISPATCH cycles per node of the fastest core (a quarter for shape ops).
 The per-runtime efficiencies, serial fractions and the dispatch cycles are *calibrated* by
 benchmarks/calibrate_estimator.py into calibration.json next to this file -- on host
@@ -63,10 +63,13 @@ DRAM_EFF_ALL_CORES = 0.60  # all cores together reach ~60 %
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
 
-def runtime_constants(runtime: str) -> dict[str, Any]:
-    """{"efficiency", "serial_fraction", "dispatch_cycles", "cache_bytes_per_cycle"} for `runtime` (onnxruntime | litert):
-    calibration.json's fitted values over the documented assumptions above."""
-    cal = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.exists() else {}
+def runtime_constants(runtime: str, calibration: dict | None = None) -> dict[str, Any]:
+    """{"efficiency", "serial_fraction", "dispatch_cycles", "cache_bytes_per_cycle"} for `runtime`
+    (onnxruntime | litert): fitted values over the documented assumptions above. `calibration`
+    defaults to calibration.json's content; {} gives the documented assumptions alone."""
+    if calibration is None:
+        calibration = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.exists() else {}
+    cal = calibration
     rt = cal.get("runtimes", {}).get(runtime, {})
     eff = {cls: dict(row) for cls, row in EFFICIENCY.items()}
     for cls, row in rt.get("efficiency", {}).items():
@@ -324,12 +327,13 @@ def op_time(op: OpCost, device: Device, threads: int, runtime: str | None = None
 
 
 def estimate_latency(cost: GraphCost, device: Device, threads: int | None = None,
-                     runtime: str | None = None) -> dict[str, Any]:
+                     runtime: str | None = None, constants: dict | None = None) -> dict[str, Any]:
     """Latency (ms) of one inference: sum over nodes of max(compute, memory) + overhead.
-    `runtime` (onnxruntime | litert) picks the calibrated constants; default: the device's."""
+    `runtime` (onnxruntime | litert) picks the calibrated constants (default: the device's);
+    `constants` (a `runtime_constants` dict) replaces them, as the calibration's fit does."""
     threads = threads or device.threads
     runtime = runtime or device.runtime
-    rt = runtime_constants(runtime)
+    rt = constants or runtime_constants(runtime)
     total = comp = mem = ovh = 0.0
     by_class: dict[str, float] = defaultdict(float)
     for op in cost.ops:

@@ -142,8 +142,9 @@ def host_device(threads: int | None = None) -> Device:
             continue
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     isa = tuple(f for f, k in (("avx2", "avx2"), ("fma", "fma"), ("avx512", "avx512f")) if k in flags.split())
+    gemm_eff = E.runtime_constants("onnxruntime")["efficiency"]["gemm"]["fp32"]
     return Device(name="host", description=f"this machine, calibrated ({gflops:.1f} GFLOP/s sgemm, {copy_gbs:.1f} GB/s copy)",
                   kind="host", soc="host", os=sys.platform, arch=os.uname().machine,
-                  clusters=(Cluster("host-cpu", ncpu, ghz, gflops / E.runtime_constants("onnxruntime")["efficiency"]["gemm"]["fp32"] / ghz),),
+                  clusters=(Cluster("host-cpu", ncpu, ghz, gflops / gemm_eff / ghz),),
                   isa=isa, ram_gb=8.0, mem_bandwidth_gbs=copy_gbs / E.DRAM_EFF_ONE_CORE, llc_kb=llc,
                   runtime="onnxruntime", threads=min(threads or ncpu, ncpu), access="local")

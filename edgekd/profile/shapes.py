@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def dtype_size(elem_type: int) -> int:
     import onnx
 
