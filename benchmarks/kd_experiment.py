@@ -46,16 +46,17 @@ def latency_ms(model_path: str) -> float:
     return statistics.median(ts)
 
 
-def cached_eval(model: str, test: Path, out: Path, **kw) -> dict:
-    """run_eval, reusing <out>/metrics.json when it scored this very checkpoint (same path, newer file)."""
-    from edgekd.evaluate import run_eval
+def cached_eval(model: str, test: Path, out: Path, beam: int = 0, lm: str = "") -> dict:
+    """run_eval, reusing <out>/metrics.json when it scored this very checkpoint (same path, newer
+    file) on the same manifest with the same decoder."""
+    from edgekd.evaluate import decoder_name, run_eval
 
     m = out / "metrics.json"
     if m.exists() and m.stat().st_mtime > Path(model).stat().st_mtime:
         d = json.loads(m.read_text())
-        if d.get("model") == str(model) and d.get("manifest") == str(test):
+        if (d.get("model"), d.get("manifest"), d.get("decoder")) == (str(model), str(test), decoder_name(beam, lm or None)):
             return d
-    return run_eval(model, test, out, progress=False, **kw)
+    return run_eval(model, test, out, progress=False, beam=beam, lm=lm or None)
 
 
 def main() -> None:
@@ -86,19 +87,19 @@ def main() -> None:
     test, dev = a.data / "target/test.jsonl", a.data / "target/dev.jsonl"
     loop = LoopOptions(max_steps=a.steps, lr=a.lr, warmup_steps=max(1, a.steps // 10), eval_every=max(1, a.steps // 3),
                        ckpt_every=50, seed=a.seed, threads=a.threads)
+    # no review route here: every utterance keeps the teacher's 1-best (what (c), (e) and (g) learn from)
+    pl_opts = PseudoLabelOptions(review_fraction=0.0, workers=1, beam=a.beam if a.lm else 0, lm=a.lm)
     pl = a.out / "pseudolabels"
     if not (pl / "manifest.json").exists():
-        # no review route here: every utterance keeps the teacher's 1-best (what (c) and (e) learn from)
-        run_pseudolabel(PseudoLabelOptions(review_fraction=0.0, workers=1, beam=a.beam if a.lm else 0, lm=a.lm),
-                        a.data / "target/train.jsonl", [a.teacher], pl)
+        run_pseudolabel(pl_opts, a.data / "target/train.jsonl", [a.teacher], pl)
 
     def pseudolabels_all():  # soft targets on source + target train audio (g), made on first use
         pl_all = a.out / "pseudolabels-all"
         if not (pl_all / "manifest.json").exists():
             both = a.out / "train-source+target.jsonl"
-            write_manifest(both, [*read_manifest(a.data / "source/train.jsonl"), *read_manifest(a.data / "target/train.jsonl")])
-            run_pseudolabel(PseudoLabelOptions(review_fraction=0.0, workers=1, beam=a.beam if a.lm else 0, lm=a.lm),
-                            both, [a.teacher], pl_all)
+            write_manifest(both, [*read_manifest(a.data / "source/train.jsonl"),
+                                  *read_manifest(a.data / "target/train.jsonl")])
+            run_pseudolabel(pl_opts, both, [a.teacher], pl_all)
         return pl_all
 
     runs = {

@@ -86,13 +86,14 @@ def run_eval(model: str, manifest: str | Path, out_dir: str | Path, progress: bo
     write_jsonl(out_dir / "hyps.jsonl", rows)
     m = {**wer_cer([u.text for u in scored], [hyps[u.id] for u in scored]), "rejected": q.count,
          "model": str(model), "manifest": str(manifest),
-         "decoder": _decoder_name(beam, lm, alpha, beta), "seconds": round(time.time() - t0, 2),
+         "decoder": decoder_name(beam, lm, alpha, beta), "seconds": round(time.time() - t0, 2),
          "audio_s": round(sum(u.duration or 0 for u in scored), 1)}
     (out_dir / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     return m
 
 
-def _decoder_name(beam: int, lm, alpha: float, beta: float) -> str:
+def decoder_name(beam: int = 0, lm=None, alpha: float = 0.5, beta: float = 1.0) -> str:
+    """How metrics.json names the decoding (defaults: run_eval's)."""
     if not beam:
         return "greedy"
     return f"beam{beam}" + (f"+lm({Path(lm).name}, alpha={alpha}, beta={beta})" if lm else "")
