@@ -65,10 +65,20 @@ def synth(
     drift: Annotated[float, typer.Option(help="Target drift strength: 0 none, 1 default, >1 harsher.")] = 1.0,
     piper_fraction: Annotated[float, typer.Option(help="Share of utterances spoken by piper.")] = 0.3,
     source_drift: Annotated[float, typer.Option(help="Mild drift on half of source train (augmentation).")] = 0.0,
+    text: Annotated[str, typer.Option(help="template (the demo's sentences) or open (open-vocabulary text).")] = "template",
+    engines: Annotated[str, typer.Option(help="Comma-separated engines: espeak, piper, flite.")] = "espeak,piper",
+    flite_fraction: Annotated[float, typer.Option(help="Share of utterances spoken by flite.")] = 0.0,
+    held_out_voice: Annotated[Optional[list[str]], typer.Option(help="Voice never trained on, e.g. flite:rms (repeat).")] = None,
+    hours_unseen: Annotated[float, typer.Option(help="Hours of source/test_unseen in the held-out voices.")] = 0.0,
+    speed_perturb: Annotated[bool, typer.Option(help="Source train speed x0.9/1.0/1.1.")] = False,
+    pitch_perturb: Annotated[float, typer.Option(help="Share of source train pitch-shifted 1-3 semitones.")] = 0.0,
+    codec_fraction: Annotated[float, typer.Option(help="Share of source train through a codec/bandwidth effect.")] = 0.0,
+    dev_fraction: Annotated[float, typer.Option(help="Share of each domain's hours for dev.")] = 0.05,
+    test_fraction: Annotated[float, typer.Option(help="Share of each domain's hours for test.")] = 0.1,
     seed: Seed = 0,
     workers: Annotated[int, typer.Option(help="Processes.")] = 2,
 ):
-    """Synthesize a reproducible source/target speech corpus (espeak-ng + piper).
+    """Synthesize a reproducible source/target speech corpus (espeak-ng, piper, flite).
 
     Usage: edgekd synth --out data/demo --hours-source 0.2 --hours-target 0.2 --seed 0
     """
@@ -76,7 +86,11 @@ def synth(
 
     try:
         opts = SynthOptions(seed=seed, hours_source=hours_source, hours_target=hours_target, drift=drift,
-                            piper_fraction=piper_fraction, source_drift=source_drift, workers=workers)
+                            piper_fraction=piper_fraction, source_drift=source_drift, workers=workers, text=text,
+                            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+                            flite_fraction=flite_fraction, held_out_voices=tuple(held_out_voice or ()),
+                            hours_unseen=hours_unseen, speed_perturb=speed_perturb, pitch_perturb=pitch_perturb,
+                            codec_fraction=codec_fraction, dev_fraction=dev_fraction, test_fraction=test_fraction)
     except ValueError as e:
         raise EdgekdError(str(e)) from None
     _say(str(run_synth(opts, out)))
@@ -97,6 +111,8 @@ def train(
     ckpt_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 200,
     hours: Annotated[float, typer.Option(help="Stop after this many hours of wall time (0 = no limit).")] = 0.0,
     init: Annotated[Optional[Path], typer.Option(help="Warm start from this checkpoint's weights.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (AVX-512 BF16 CPUs, GPUs).")] = "fp32",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: Threads = 0,
     seed: Seed = 0,
 ):
@@ -111,7 +127,7 @@ def train(
         opts = TrainOptions(preset=preset, role=role, max_frames=max_frames, init=str(init or ""),
                             loop=LoopOptions(max_steps=steps, lr=lr, warmup_steps=warmup, eval_every=eval_every,
                                              ckpt_every=ckpt_every, seed=seed, threads=threads,
-                                             time_budget_s=hours * 3600))
+                                             time_budget_s=hours * 3600, precision=precision, device=device))
     except ValueError as e:
         raise EdgekdError(str(e)) from None
     _say(str(run_train(opts, train_manifest, dev, out)))

