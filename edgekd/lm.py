@@ -24,8 +24,13 @@ def _discount(counts: Counter) -> float:
     return n1 / (n1 + 2 * n2) if n1 and n2 else 0.5
 
 
-def build_arpa(texts: list[str], out: str | Path, order: int = 3, unk_prob: float = 1e-6) -> Path:
-    """Estimate an `order`-gram word LM from `texts` and write it as ARPA to `out`."""
+def build_arpa(texts: list[str], out: str | Path, order: int = 3, unk_prob: float = 1e-6,
+               prune_from: int = 0) -> Path:
+    """Estimate an `order`-gram word LM from `texts` and write it as ARPA to `out`.
+
+    `prune_from` = n > 1 drops n-grams of order >= n seen once (after the discount is estimated
+    on all of them, as KenLM's --prune does): their mass goes to the backoff. An open-vocabulary
+    text of 170k sentences gives a 3-gram ARPA of ~100 MB unpruned and a few MB pruned."""
     if order < 1:
         raise EdgekdError(f"LM order must be >= 1, not {order}")
     sents = [t.split() for t in texts if t and t.strip()]
@@ -46,6 +51,8 @@ def build_arpa(texts: list[str], out: str | Path, order: int = 3, unk_prob: floa
     backoff: list[dict[tuple, float]] = [{} for _ in range(order + 1)]
     for n in range(2, order + 1):
         d = _discount(counts[n])
+        if prune_from > 1 and n >= prune_from:
+            counts[n] = Counter({g: c for g, c in counts[n].items() if c > 1})
         ctx_total: dict[tuple, int] = defaultdict(int)
         ctx_types: dict[tuple, int] = defaultdict(int)
         for g, c in counts[n].items():
@@ -97,12 +104,18 @@ def _write(out: str | Path, probs, backoff, order: int) -> Path:
     return out
 
 
-def run_lm(manifests: list[str | Path], out: str | Path, order: int = 3) -> dict:
-    """Build `out` (ARPA) from the transcripts of labeled `manifests`; returns a summary."""
+def run_lm(manifests: list[str | Path], out: str | Path, order: int = 3, prune_from: int = 0) -> dict:
+    """Build `out` (ARPA) from the transcripts of labeled manifests, or of plain `.txt` files (one
+    normalised sentence per line, e.g. the `text/train.txt` that `edgekd synth --text open` writes)."""
     from edgekd.manifest import read_manifest
 
-    texts = [u.text for m in manifests for u in read_manifest(m) if u.text]
-    path = build_arpa(texts, out, order=order)
+    texts = []
+    for m in manifests:
+        if str(m).endswith(".txt"):
+            texts += [line.strip() for line in Path(m).read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            texts += [u.text for u in read_manifest(m) if u.text]
+    path = build_arpa(texts, out, order=order, prune_from=prune_from)
     vocab = {w for t in texts for w in t.split()}
     return {"arpa": str(path), "order": order, "sentences": len(texts), "vocab": len(vocab),
             "bytes": path.stat().st_size}

@@ -234,6 +234,9 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
                 outputs[f"{domain}/{split}"] = name
                 counts[f"{domain}/{split}"] = {"utterances": len(utts), "hours": round(got / 3600, 4)}
     bar.close()
+    if opts.text == "open":  # the text an LM for this corpus may be built from: train sentences only
+        opentext.write_split_text("train", out_dir / "text/train.txt")
+        outputs["text/train"] = "text/train.txt"
     wall = time.time() - t_start
     speed = {e: {"audio_s": round(a, 1), "cpu_s": round(c, 2), "audio_s_per_cpu_s": round(a / c, 1) if c else None}
              for e, (c, a) in cpu.items() if a}

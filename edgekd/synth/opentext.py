@@ -111,3 +111,12 @@ def make_transcript(rng: random.Random, split: str) -> tuple[str, str]:
 
 def vocabulary(split: str = "train") -> set[str]:
     return {w for src in sentence_pool()[split].values() for _, t in src for w in t.split()}
+
+
+def write_split_text(split: str, path: str | Path) -> Path:
+    """All of `split`'s transcripts, one per line (sorted): the text an LM for this corpus may see."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = sorted(t for src in sentence_pool()[split].values() for _, t in src)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
