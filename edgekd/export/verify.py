@@ -80,7 +80,7 @@ def _runner(art: Artifact, ck: Checkpoint, threads: int = 1):
     raise ValueError(f"no runner for format {art.format}")
 
 
-def _sherpa_texts(art: Artifact, utts, threads: int = 1) -> list[str]:
+def _sherpa_texts(art: Artifact, utts, sample_rate: int, threads: int = 1) -> list[str]:
     import sherpa_onnx
 
     d = Path(art.path)
@@ -89,7 +89,7 @@ def _sherpa_texts(art: Artifact, utts, threads: int = 1) -> list[str]:
     out = []
     for _, w, _ in utts:
         s = rec.create_stream()
-        s.accept_waveform(16000, w)
+        s.accept_waveform(sample_rate, w)
         rec.decode_stream(s)
         out.append(s.result.text.strip())
     return out
@@ -126,7 +126,7 @@ def verify(ck: Checkpoint, artifacts: list[Artifact], manifest: str | Path, *, m
         row = {"artifact": art.name, "format": art.format, "precision": art.precision,
                "size_mb": round(_size(art.path) / 1e6, 3) if art.path else None}
         if art.format == "sherpa-onnx":
-            hyps = _sherpa_texts(art, utts)
+            hyps = _sherpa_texts(art, utts, ck.featurizer.sample_rate)
             row.update(max_diff=None, agreement=None)
             run = None
         else:
