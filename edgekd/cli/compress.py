@@ -98,10 +98,11 @@ def verify(
 
     Usage: edgekd verify --model runs/student/model.safetensors --artifacts runs/export/artifacts.json --test data/corpus/target/test.jsonl
     """
-    from edgekd.export.verify import artifacts_from_json, table_md, verify as v
+    from edgekd.export.verify import table_md, verify as v
+    from edgekd.records import read_artifacts
     from edgekd.models import load_checkpoint
 
-    rows = v(load_checkpoint(model), artifacts_from_json(artifacts), test, max_utts=max_utts)
+    rows = v(load_checkpoint(model), read_artifacts(artifacts), test, max_utts=max_utts)
     say(table_md(rows))
     bad = [r["artifact"] for r in rows if not r["ok"]]
     if bad:

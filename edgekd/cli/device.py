@@ -11,10 +11,14 @@ from edgekd.cli._common import options, OutDir, say
 from edgekd.errors import EdgekdError
 
 
+PROFILE_COLUMNS = ["artifact", "source", "p50_ms", "p90_ms", "rtf", "peak_mem_mib", "budget"]
+
+
 def _print_profile(manifest_path: Path) -> None:
     import json
 
     from edgekd.manifest import StageManifest
+    from edgekd.tables import table_text
 
     man = StageManifest.load(manifest_path)
     out = manifest_path.parent
@@ -22,11 +26,7 @@ def _print_profile(manifest_path: Path) -> None:
         if not key.startswith("table_"):
             continue
         t = json.loads((out / name).read_text())
-        say(t["title"])
-        for r in t["rows"]:
-            f = lambda v, p="{:.1f}": "-" if v is None else p.format(v)  # noqa: E731
-            say(f"  {r['artifact']:<28} {r['source']:<19} p50 {f(r['p50_ms'])} ms  p90 {f(r['p90_ms'])} ms  "
-                 f"RTF {f(r['rtf'], '{:.3f}')}  mem {f(r['peak_mem_mib'])} MiB  {r['budget']}")
+        say(table_text(t["rows"], PROFILE_COLUMNS, title=t["title"]))
     m = man.metrics
     say(f"{m['records']} records, {m['errors']} errors, {m['skipped']} skipped -> {out / 'results.jsonl'}")
 
