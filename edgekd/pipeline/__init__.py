@@ -58,9 +58,9 @@ def summary_lines(run_dir: str | Path) -> list[str]:
         lines.append(f"size: teacher {m['teacher_params'] / 1e6:.2f}M params, student {m['student_params'] / 1e6:.2f}M "
                      f"(1/{m['teacher_params'] / m['student_params']:.1f})")
         lines.append(f"latency student/teacher (PyTorch, 1 host thread): {m.get('latency_ratio') or float('nan'):.2f}x")
-    e = run_dir / "export" / "verify.table.json"
-    if e.exists():
-        rows = json.loads(e.read_text())["rows"]
+    e = load("export")
+    if e and "verify" in e.outputs:  # every output is read through its stage's manifest
+        rows = json.loads((run_dir / "export" / e.outputs["verify"]).read_text())["rows"]
         art = [r for r in rows if r["format"] == "onnx"]
         best = min(art, key=lambda r: r["size_mb"]) if art else None
         if best:
