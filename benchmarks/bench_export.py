@@ -79,9 +79,9 @@ def main() -> None:
         r["rel_wer_%"] = round(100 * (r["wer"] - base["wer"]) / base["wer"], 1) if base["wer"] else None
     cols = ["model", "artifact", "precision", "size_mb", "size_ratio", "p50_ms_1thr", "speedup_vs_fp32", "macs_ratio",
             "wer", "rel_wer_%", "max_diff", "agreement", "ok"]
-    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
+    from edgekd.tables import table_text
+
+    print(table_text(rows, cols, markdown=True), end="")
     (a.out / "bench_export.json").write_text(json.dumps(rows, indent=1))
     print(f"\n({a.rounds} interleaved rounds, 10 s of audio, 1 thread; total {time.time() - t0:.0f} s)")
 

@@ -149,10 +149,9 @@ def main() -> None:
     title = f"KD comparison ({a.steps} steps, lr {a.lr:g}, {a.max_frames} frames/batch, seed {a.seed}, {a.preset}{lm_note})"
     (a.out / "kd_table.json").write_text(json.dumps({"title": title,
                                                      "rows": rows}, indent=1))
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |")
+    from edgekd.tables import table_text
+
+    print(table_text(rows, markdown=True), end="")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import yaml
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, EdgekdError
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -71,8 +71,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _check_type(value: Any, tp: Any, key: str) -> Any:
-    """Coerce/validate `value` against annotation `tp`; raise ConfigError naming `key`."""
+def _check_type(value: Any, tp: Any, key: str, error: type[EdgekdError] = ConfigError) -> Any:
+    """Coerce/validate `value` against annotation `tp`; raise `error` (ConfigError) naming `key`."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -85,81 +85,89 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _check_type(value, a, key)
-            except ConfigError as e:
+                return _check_type(value, a, key, error)
+            except error as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
+        raise error(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
-        return from_dict(tp, value, prefix=key)
+        return from_dict(tp, value, prefix=key, error=error)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise error(f"{key}: expected a list, got {type(value).__name__} {value!r}")
         args = typing.get_args(tp)
         item_tp = args[0] if args else Any
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis or origin is list:
-            items = [_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+            items = [_check_type(v, item_tp, f"{key}[{i}]", error) for i, v in enumerate(value)]
         elif origin is tuple and args:
             if len(args) != len(value):
-                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            items = [_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+                raise error(f"{key}: expected {len(args)} items, got {len(value)}")
+            items = [_check_type(v, a, f"{key}[{i}]", error) for i, (v, a) in enumerate(zip(value, args))]
         else:
             items = list(value)
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+            raise error(f"{key}: expected a mapping, got {type(value).__name__}")
         return dict(value)
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+            raise error(f"{key}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+            raise error(f"{key}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+            raise error(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise error(f"{key}: expected true/false, got {value!r}")
         return value
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+            raise error(f"{key}: expected a string, got {type(value).__name__} {value!r}")
         return str(value)
     if tp is Path:
         if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{key}: expected a path, got {type(value).__name__}")
+            raise error(f"{key}: expected a path, got {type(value).__name__}")
         return Path(value)
     return value
 
 
-def from_dict(cls, data: Any, prefix: str = ""):
-    """Build dataclass `cls` from a mapping: unknown keys and wrong types raise ConfigError naming
-    the dotted key; the dataclass's own `_verify` (ValueError) becomes a ConfigError too."""
+def from_dict(cls, data: Any, prefix: str = "", *, error: type[EdgekdError] = ConfigError,
+              exclude: tuple[str, ...] = ()):
+    """Build dataclass `cls` from a mapping: unknown keys, missing required keys and wrong types raise
+    `error` (ConfigError; devices pass DeviceError) naming the dotted key; the dataclass's own
+    `_verify` (ValueError) becomes one too. `exclude`: fields that are not keys (set by the loader).
+    The one strict builder for every config in edgekd: stage options, pipeline configs, device profiles.
+    """
     where = prefix or cls.__name__
+
+    def key(k: str) -> str:
+        return f"{prefix} {k}" if prefix.endswith(":") else f"{prefix}.{k}" if prefix else k
+
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise error(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in exclude}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        k = unknown[0]
-        raise ConfigError(f"unknown config key '{prefix + '.' if prefix else ''}{k}'. "
-                          f"Known in {where}: {', '.join(fields)}")
-    kwargs = {k: _check_type(v, hints[k], f"{prefix + '.' if prefix else ''}{k}") for k, v in data.items()}
+        raise error(f"unknown config key '{key(unknown[0])}'. Known in {where}: {', '.join(fields)}")
+    missing = [n for n, f in fields.items() if n not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise error(f"{key(missing[0])}: missing (required)")
+    kwargs = {k: _check_type(v, hints[k], key(k), error) for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    except TypeError as e:  # missing required field
-        raise ConfigError(f"{where}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise error(f"{where}: {e}") from None
 
 
 def to_dict(obj: Any) -> Any:

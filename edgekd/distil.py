@@ -26,12 +26,13 @@ from edgekd.audio import FeaturizerConfig, Quarantine
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.kd_losses import align_frames, annealing_mse, annealing_temperature, kd_loss
-from edgekd.manifest import StageManifest, Utterance, iter_jsonl, read_manifest
+from edgekd.manifest import StageManifest, Utterance, read_manifest
 from edgekd.models import load_preset
 from edgekd.models.conformer import ConformerCTC
+from edgekd.records import read_pseudolabels
 from edgekd.softtargets import SoftTargets
 from edgekd.tokens import Tokenizer
-from edgekd.train import ctc_loss, dev_eval_fn, save_fn_for
+from edgekd.train import dev_eval_fn, save_fn_for
 from edgekd.train.data import BucketBatchSampler, cache_features, collate, seconds, spec_augment
 from edgekd.train.loop import LoopOptions, dist_info, train_loop
 
@@ -69,13 +70,13 @@ def _training_set(st: SoftTargets, labels: Path, human: Optional[Path], include_
     """Utterances with soft targets; text = human label if any, else teacher 1-best (distil route)."""
     human_text = {u.id: u.text for u in read_manifest(human)} if human else {}
     utts = []
-    for _, d in iter_jsonl(labels):
-        if d["id"] not in st:
+    for p in read_pseudolabels(labels, frame_rate=st.frame_rate):  # each checked: frames ~ duration x rate
+        if p.id not in st:
             continue
-        text = human_text.get(d["id"]) or (d["text"] if d.get("route") == "distil" else None)
+        text = human_text.get(p.id) or (p.text if p.route == "distil" else None)
         if text is None and not include_review:
             continue
-        utts.append(Utterance(id=d["id"], audio=d["audio"], duration=d.get("duration"), text=text))
+        utts.append(Utterance(id=p.id, audio=p.audio, duration=p.duration, text=text))
     return utts
 
 

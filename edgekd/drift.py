@@ -51,7 +51,7 @@ def _describe(utts, teacher, cfg: FeaturizerConfig, q: Quarantine, batch: int = 
         waves = []
         for u in utts[s : s + batch]:
             try:
-                waves.append(load_audio(u.audio))
+                waves.append(load_audio(u.audio, cfg.sample_rate))
             except AudioError as e:
                 q.add_error(u.id, e)
         if not waves:
@@ -104,7 +104,10 @@ def run_drift(opts: DriftOptions, reference: str | Path, current: str | Path, ou
     rng = np.random.default_rng(opts.seed)
     q = Quarantine(out / "rejected.jsonl", stage="drift")
     t = load_teacher(teacher) if teacher else None
-    cfg = t.ckpt.featurizer if t is not None and hasattr(t, "ckpt") else FeaturizerConfig()
+    # band statistics use the teacher's own featurizer where it has one (an HF model featurizes raw
+    # audio itself: then the default log-mel at the teacher's sample rate)
+    cfg = (t.featurizer if t is not None and t.featurizer is not None
+           else FeaturizerConfig(sample_rate=t.sample_rate) if t is not None else FeaturizerConfig())
 
     def pick(path):
         utts = read_manifest(path)

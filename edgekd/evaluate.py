@@ -37,9 +37,9 @@ def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quaranti
             u = order[i]
             i += 1
             try:
-                waves.append(load_audio(u.audio))
+                waves.append(load_audio(u.audio, teacher.sample_rate))
                 batch.append(u)
-                total += len(waves[-1]) / 16000
+                total += len(waves[-1]) / teacher.sample_rate
             except AudioError as e:
                 if quarantine is not None:
                     quarantine.add_error(u.id, e)

@@ -34,6 +34,7 @@ import torch
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.manifest import StageManifest, Utterance, iter_jsonl, read_manifest, write_jsonl, write_manifest
+from edgekd.records import PseudoLabel
 from edgekd.softtargets import encode_topk, write_index, write_shard
 
 
@@ -164,8 +165,8 @@ def label_shard(job: tuple) -> dict:
         for u, w, row, n, text in zip(batch, waves, lp, lens, texts):
             row = row[: int(n)].numpy()
             items.append((u["id"], encode_topk(row, opts.k, opts.mass_eps)))
-            labels.append({"id": u["id"], "audio": u["audio"], "duration": len(w) / 16000, "text": text,
-                           "confidence": round(confidence(row), 6), "frames": int(n)})
+            labels.append(PseudoLabel(id=u["id"], audio=u["audio"], duration=len(w) / 16000, text=text,
+                                      confidence=round(confidence(row), 6), frames=int(n)).to_dict())
             audio_s += len(w) / 16000
     out = Path(out_dir)
     write_jsonl(out / f"shard-{shard:05d}.labels.jsonl", labels + [{"_rejected": r} for r in rejected])
@@ -242,7 +243,7 @@ def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: li
     thr = _route(labels, opts)
     for l in labels:
         l["teachers"] = probe.names
-    write_jsonl(out / "labels.jsonl", labels)
+    write_jsonl(out / "labels.jsonl", [PseudoLabel.from_dict(l).to_dict() for l in labels])  # validated
     write_jsonl(out / "rejected.jsonl", rejected)
     by_id = {u.id: u for u in utts}
     for route in ("distil", "review"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.manifest import StageManifest
+from edgekd.tables import columns_of, fmt, table_text
 
 TITLES = {
     "teacher_eval": "Teacher accuracy",
@@ -30,16 +31,6 @@ TITLES = {
 }
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.3g}"
-        return f"{v:.4g}"
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)[:120]
-    return "" if v is None else str(v)
-
-
 def _load_table(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, list):
@@ -48,30 +39,16 @@ def _load_table(path: Path) -> dict[str, Any]:
     return data
 
 
-def _columns(rows: list[dict]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
-    return cols
-
-
 def _md_table(rows: list[dict]) -> str:
-    if not rows:
-        return "_(no rows)_\n"
-    cols = _columns(rows)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return table_text(rows, markdown=True)
 
 
 def _html_table(rows: list[dict]) -> str:
     if not rows:
         return "<p><em>(no rows)</em></p>"
-    cols = _columns(rows)
+    cols = columns_of(rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
                    for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -21,3 +21,19 @@ def tiny_model():
     torch.manual_seed(0)
     return Checkpoint(model=ConformerCTC(load_preset("tiny")).eval(), featurizer=FeaturizerConfig(),
                       tokens=DEFAULT_TOKENS, preset="tiny", role="test")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """The one synthetic corpus of the test run (espeak only, ~4 min of speech), synthesized once.
+
+    source/{train,dev,test} are clean (dev and test ~14 utterances each: drift's two halves);
+    target/{train,dev,test} drifted, with hidden references in target/train.ref.jsonl.
+    Read-only by convention: a test that needs to change data writes its own files beside it.
+    """
+    from edgekd.synth import SynthOptions, run_synth
+
+    d = tmp_path_factory.mktemp("corpus")
+    run_synth(SynthOptions(seed=21, hours_source=0.04, hours_target=0.02, dev_fraction=0.3, test_fraction=0.3,
+                           min_split_utts=2, piper_fraction=0.0, workers=1), d, progress=False)
+    return d

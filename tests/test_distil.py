@@ -14,17 +14,15 @@ from edgekd.train.loop import LoopOptions
 
 
 @pytest.fixture(scope="module")
-def soft_targets(tmp_path_factory):
+def soft_targets(tmp_path_factory, corpus):
     from edgekd.audio import FeaturizerConfig
     from edgekd.models import Checkpoint, load_preset
     from edgekd.models.conformer import ConformerCTC
     from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
-    from edgekd.synth import SynthOptions, run_synth
     from edgekd.tokens import DEFAULT_TOKENS
 
     d = tmp_path_factory.mktemp("kd")
-    run_synth(SynthOptions(seed=31, hours_source=0.0005, hours_target=0.008, min_split_utts=2, piper_fraction=0.0),
-              d / "c", progress=False)
+    (d / "c").symlink_to(corpus)  # the session corpus (read-only)
     torch.manual_seed(0)
     t = Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(d / "t.safetensors")
     run_pseudolabel(PseudoLabelOptions(workers=1, review_fraction=0.3), d / "c/target/train.jsonl", [str(t)], d / "pl",

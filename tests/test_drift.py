@@ -9,17 +9,6 @@ from edgekd.drift import DriftOptions, mmd_permutation, run_drift
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from edgekd.synth import SynthOptions, run_synth
-
-    d = tmp_path_factory.mktemp("drift")
-    # 40+ clean source utterances split into two halves, and 20+ drifted target ones
-    run_synth(SynthOptions(seed=21, hours_source=0.04, hours_target=0.02, dev_fraction=0.45, test_fraction=0.45,
-                           piper_fraction=0.0), d, progress=False)
-    return d
-
-
-@pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     from edgekd.audio import FeaturizerConfig
     from edgekd.models import Checkpoint, load_preset

@@ -19,12 +19,9 @@ from edgekd.tokens import DEFAULT_TOKENS, Tokenizer
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from edgekd.synth import SynthOptions, run_synth
-
+def setup(tmp_path_factory, corpus):
     d = tmp_path_factory.mktemp("export")
-    run_synth(SynthOptions(seed=5, hours_source=0.004, hours_target=0.0005, min_split_utts=2, piper_fraction=0.0,
-                           workers=1), d / "c", progress=False)
+    (d / "c").symlink_to(corpus)  # the session corpus (read-only)
     torch.manual_seed(3)
     model = ConformerCTC(load_preset("tiny")).eval()
     with torch.no_grad():
@@ -92,7 +89,7 @@ def test_quantized_variants_run_within_tolerance(setup, tmp_path, monkeypatch):
 
 
 def test_sherpa_onnx_decodes_the_package_like_edgekd(setup, tmp_path):
-    sherpa_onnx = pytest.importorskip("sherpa_onnx")
+    import sherpa_onnx  # a declared dependency
     from edgekd.export import write_sherpa_package
     from edgekd.export.onnx import export_onnx
 
@@ -102,7 +99,7 @@ def test_sherpa_onnx_decodes_the_package_like_edgekd(setup, tmp_path):
                                                           tokens=str(pkg / "tokens.txt"), num_threads=1)
     tok = Tokenizer(ck.tokens)
     n_nonempty = 0
-    for u in read_manifest(setup / "c/source/test.jsonl") + read_manifest(setup / "c/source/dev.jsonl"):
+    for u in read_manifest(setup / "c/source/test.jsonl")[:6] + read_manifest(setup / "c/source/dev.jsonl")[:6]:
         w = load_audio(u.audio)
         s = rec.create_stream()
         s.accept_waveform(16000, w)
@@ -192,10 +189,22 @@ def test_run_export_writes_a_verified_table(setup, tmp_path):
     assert m["metrics"]["failed"] == [r["artifact"] for r in rows if not r["ok"]]
 
 
-def test_every_known_broken_combination_has_a_reason():
+def test_every_known_broken_combination_has_a_reason_and_is_consulted():
+    from pathlib import Path
+
+    from edgekd.export.known_broken import STAGES, check
+
     assert KNOWN_BROKEN
+    root = Path(__file__).resolve().parent.parent / "edgekd"
+    callers = {"export": root / "export" / "__init__.py", "prune": root / "export" / "__init__.py",
+               "profile": root / "profile" / "stage.py"}
     for e in KNOWN_BROKEN:
-        assert {"format", "feature", "effect", "reason"} <= set(e) and len(e["reason"]) > 20, e
+        assert {"stage", "format", "when", "feature", "effect", "reason"} <= set(e) and len(e["reason"]) > 20, e
+        assert e["stage"] in STAGES and e["when"], e
+        assert e in check(e["stage"], e["format"], **e["when"])  # the combination finds its entry
+        src = callers[e["stage"]].read_text()
+        assert f'check("{e["stage"]}"' in src, f"stage {e['stage']} never consults the known-broken list"
+    assert check("export", "onnx", precision="int8-dynamic", op_types="MatMul") == []  # the default is fine
 
 
 def test_cli_errors_are_one_line(tmp_path):

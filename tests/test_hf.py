@@ -53,7 +53,7 @@ def test_hf_teacher_interface(tiny_hf_dir):
 
 
 def test_vocab_mapping_folds_unmapped_mass_into_blank():
-    from edgekd.models.hf import vocab_map
+    from edgekd.teachers.hf import vocab_map
 
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2, "A": 3, "B": 4, "'": 5, "1": 6}
     vocab.update({c.upper(): 7 + i for i, c in enumerate("cdefghijklmnopqrstuvwxyz")})

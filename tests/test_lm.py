@@ -1,6 +1,5 @@
 """Word n-gram LM (ARPA) estimation and beam search with it."""
 
-import math
 
 import numpy as np
 import pytest
@@ -74,4 +73,29 @@ def test_beam_search_with_the_lm_fixes_an_acoustic_error(tmp_path):
     assert greedy(lp, lens, Tokenizer(TOKENS)) == ["the kat sat"]
     assert BeamDecoder(TOKENS, lm_path=str(arpa), beam_width=16)(lp, lens) == ["the cat sat"]
     assert BeamDecoder(TOKENS, beam_width=16)(lp, lens) == ["the kat sat"]  # no LM: acoustics decide
-    assert math.isfinite(lp.sum().item())
+    # and the LM leaves clear speech alone: unambiguous frames decode to what was said
+    clear = _log_probs([f for ch in "a dog ran" for f in ({ch: 0.95}, {})])
+    assert BeamDecoder(TOKENS, lm_path=str(arpa), beam_width=16)(clear, torch.tensor([clear.shape[1]])) == ["a dog ran"]
+
+
+def test_run_lm_and_run_eval_on_the_corpus(corpus, tmp_path, tiny_model):
+    """`edgekd lm` and `edgekd eval` end to end on the session corpus (tiny random model: WER ~1)."""
+    import json
+
+    from edgekd.evaluate import run_eval
+    from edgekd.lm import run_lm
+    from edgekd.manifest import read_manifest
+
+    train = corpus / "source/train.jsonl"
+    texts = [u.text for u in read_manifest(train)]
+    r = run_lm([train], tmp_path / "lm.arpa", order=2)
+    assert r["sentences"] == len(texts) and r["vocab"] == len({w for t in texts for w in t.split()})
+    assert "\\2-grams:" in (tmp_path / "lm.arpa").read_text()
+    model = tiny_model.save(tmp_path / "m.safetensors")
+    test = corpus / "source/test.jsonl"
+    m = run_eval(str(model), test, tmp_path / "eval", progress=False)
+    n = len([u for u in read_manifest(test) if u.text])
+    assert m["n"] == n and m["rejected"] == 0 and m["decoder"] == "greedy" and 0.5 <= m["wer"]
+    hyps = [json.loads(l) for l in (tmp_path / "eval/hyps.jsonl").read_text().splitlines()]
+    assert len(hyps) == n and {h["id"] for h in hyps} == {u.id for u in read_manifest(test)}
+    assert json.loads((tmp_path / "eval/metrics.json").read_text())["wer"] == m["wer"]

@@ -1,11 +1,17 @@
 """The whole pipeline on a tiny config: every stage manifest, rerun skips, --force reruns dependants."""
 
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
 from edgekd.errors import ConfigError
 from edgekd.manifest import StageManifest
-from edgekd.pipeline import run_pipeline
+from edgekd.pipeline import build_stages, run_pipeline
+from edgekd.pipeline.config import load_pipeline_config
+from edgekd.pipeline.engine import Ref, fingerprint
+from edgekd.records import read_artifacts
 
 
 @pytest.fixture
@@ -52,6 +58,19 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     assert review.metrics["imported"] == review.metrics["tasks"] > 0  # simulated annotators answered every task
     html = res["report"]["html"].read_text()
     assert html.count("data:image/png;base64,") >= 2  # drift and confidence plots embedded
+    run = tmp_path / "run"
+    # distil takes the teacher's target-test score from teacher_eval instead of scoring it again
+    assert not (run / "distil" / "eval-teacher").exists()
+    te = [r for r in json.loads((run / "teacher_eval" / "teachers.table.json").read_text())["rows"]
+          if r["split"] == "target_test"][0]
+    assert StageManifest.load(run / "distil").metrics["teacher_wer_%"] == te["wer_%"]
+    # profile reads export's typed artifacts.json, nothing else of export's
+    prof = StageManifest.load(run / "profile")
+    assert str(run / "export" / "artifacts.json") in prof.inputs
+    arts = read_artifacts(run / "export" / "artifacts.json")
+    assert {a.metadata["model"] for a in arts} == {"student", "pruned"} and all(a.size_bytes > 0 for a in arts)
+    table = json.loads((run / "profile" / "rpi4.table.json").read_text())["rows"]
+    assert {r["artifact"] for r in table} >= {"student/model.onnx", "pruned/model.onnx"}
 
 
 @pytest.mark.parametrize("override,msg", [
@@ -64,3 +83,41 @@ def test_bad_config_stops_before_any_work(tiny_config, tmp_path, override, msg):
     with pytest.raises(ConfigError, match=msg):
         run_pipeline(tiny_config, [override], log=lambda m: None)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def own_data(tmp_path, tiny_model):
+    teacher = tiny_model.save(tmp_path / "teacher.safetensors")
+    files = {k: tmp_path / f"{k}.jsonl" for k in ("source", "target", "target_test", "target_dev", "other")}
+    for k, p in files.items():
+        p.write_text(json.dumps({"id": k, "audio": "a.wav", "text": "a b"}) + "\n")
+    sets = [f"data.{k}={v}" for k, v in files.items() if k != "other"] + [f"teachers=[{teacher}]"]
+    return files, sets
+
+
+def test_every_fingerprint_covers_the_data_it_reads(own_data, tmp_path):
+    """The stale teacher_eval of issue 17: changing data.target_test or data.source must rerun it."""
+    files, sets = own_data
+    run = tmp_path / "run"
+
+    def fps(extra=()):
+        return {s.name: fingerprint(s, run) for s in build_stages(load_pipeline_config(None, sets + list(extra)))}
+    before = fps()
+    files["target_test"].write_text(json.dumps({"id": "t2", "audio": "b.wav", "text": "c"}) + "\n")
+    after = fps()
+    readers = {s.name for s in build_stages(load_pipeline_config(None, sets)) if files["target_test"] in s.inputs.values()}
+    assert readers == {"teacher_eval", "distil", "export"}  # teacher and student WER, artifact checks
+    assert {n for n in before if before[n] != after[n]} == readers  # the others do not read it
+    moved = fps([f"data.source={files['other']}"])
+    assert moved["teacher_eval"] != after["teacher_eval"] and moved["drift"] != after["drift"]
+    assert fps(["review.simulate_annotators=2", f"data.target_ref={files['other']}"])["review"] != after["review"]
+
+
+def test_stages_read_only_declared_inputs(own_data):
+    _, sets = own_data
+    stages = {s.name: s for s in build_stages(load_pipeline_config(None, sets))}
+    assert stages["distil"].inputs["teacher_eval"] == Ref("teacher_eval", "table")
+    assert stages["profile"].inputs == {"artifacts": Ref("export", "artifacts")}
+    assert stages["distil"].deps == ("pseudolabel", "review", "teacher_eval")
+    src = "".join(p.read_text() for p in (Path(__file__).parent.parent / "edgekd" / "pipeline").glob("stages*.py"))
+    assert "run_dir" not in src and "verify.table.json\")).read_text" not in src

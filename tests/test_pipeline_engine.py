@@ -1,11 +1,9 @@
-import json
-from pathlib import Path
 
 import pytest
 
 from edgekd.errors import ConfigError
 from edgekd.manifest import StageManifest
-from edgekd.pipeline.engine import Stage, StageResult, run_stages
+from edgekd.pipeline.engine import Ref, Stage, StageResult, run_stages
 
 
 def _graph(tmp_path, calls, cfg_b=1, fail_in=None):
@@ -19,16 +17,16 @@ def _graph(tmp_path, calls, cfg_b=1, fail_in=None):
             if fail_in == name:
                 (ctx.dir / "partial").write_text("half done")
                 raise RuntimeError("killed")
-            prev = "".join((ctx.upstream_path(d, "out")).read_text() for d in ctx.upstream)
+            prev = "".join(p.read_text() for k, p in sorted(ctx.inputs.items()) if k.startswith("up"))
             (ctx.dir / "out.txt").write_text(prev + text)
             return StageResult(outputs={"out": "out.txt"}, metrics={"n": len(prev)})
         return run
 
     return [
-        Stage("a", mk("a", "A"), {"x": 1}, inputs=(src,)),
-        Stage("b", mk("b", "B"), {"x": cfg_b}, deps=("a",)),
-        Stage("c", mk("c", "C"), {}, deps=("b",)),
-        Stage("d", mk("d", "D"), {}, deps=("a",)),
+        Stage("a", mk("a", "A"), {"x": 1}, inputs={"src": src}),
+        Stage("b", mk("b", "B"), {"x": cfg_b}, inputs={"up": Ref("a", "out")}),
+        Stage("c", mk("c", "C"), {}, inputs={"up": Ref("b", "out")}),
+        Stage("d", mk("d", "D"), {}, inputs={"up": Ref("a", "out")}),
     ]
 
 
@@ -77,3 +75,49 @@ def test_unknown_force_and_bad_order(tmp_path):
     g = _graph(tmp_path, [])
     with pytest.raises(ConfigError, match="depends on"):
         run_stages(g[::-1], tmp_path / "r", log=lambda m: None)
+
+
+def test_a_stage_reads_only_declared_inputs_and_optional_refs_may_be_absent(tmp_path):
+    from edgekd.errors import EdgekdError
+
+    seen = {}
+
+    def a(ctx):
+        (ctx.dir / "x.txt").write_text("x")
+        return StageResult(outputs={"x": "x.txt"})
+
+    def b(ctx):
+        seen["opt"] = ctx.inputs["opt"]
+        seen["x"] = ctx.input("x").read_text()
+        with pytest.raises(EdgekdError, match="not a declared input"):
+            ctx.input("sibling")
+        (ctx.dir / "y.txt").write_text("y")
+        return StageResult(outputs={"y": "y.txt"})
+
+    stages = [Stage("a", a, {}), Stage("b", b, {}, inputs={"x": Ref("a", "x"), "opt": Ref("a", "nope", optional=True)})]
+    assert stages[1].deps == ("a",)
+    run_stages(stages, tmp_path / "r", log=lambda m: None)
+    assert seen == {"opt": None, "x": "x"}
+    bad = [Stage("a", a, {}), Stage("b", b, {}, inputs={"x": Ref("a", "nope")})]
+    with pytest.raises(EdgekdError, match="has no output 'nope'"):
+        run_stages(bad, tmp_path / "r2", log=lambda m: None)
+
+
+def test_external_folder_content_is_fingerprinted(tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(b"1")
+    calls = []
+
+    def a(ctx):
+        calls.append(1)
+        (ctx.dir / "o").write_text("")
+        return StageResult(outputs={"o": "o"})
+
+    st = lambda: [Stage("a", a, {}, inputs={"audio": folder})]  # noqa: E731
+    run_stages(st(), tmp_path / "r", log=lambda m: None)
+    run_stages(st(), tmp_path / "r", log=lambda m: None)
+    assert len(calls) == 1
+    (folder / "a.wav").write_bytes(b"12")  # same name, new content
+    run_stages(st(), tmp_path / "r", log=lambda m: None)
+    assert len(calls) == 2

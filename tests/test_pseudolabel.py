@@ -13,12 +13,9 @@ from edgekd.softtargets import SoftTargets
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from edgekd.synth import SynthOptions, run_synth
-
+def data(tmp_path_factory, corpus):
     d = tmp_path_factory.mktemp("pl")
-    run_synth(SynthOptions(seed=11, hours_source=0.0005, hours_target=0.004, min_split_utts=2, piper_fraction=0.0),
-              d / "corpus", progress=False)
+    (d / "corpus").symlink_to(corpus)  # the session corpus (read-only); this test's files go beside it
     utts = read_manifest(d / "corpus/target/train.jsonl")
     (d / "bad.wav").write_text("not audio at all")
     utts.append(Utterance(id="zz-bad", audio=str(d / "bad.wav"), duration=1.0))

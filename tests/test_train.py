@@ -12,15 +12,6 @@ from edgekd.train.data import BucketBatchSampler, spec_augment
 from edgekd.train.loop import LoopOptions
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from edgekd.synth import SynthOptions, run_synth
-
-    d = tmp_path_factory.mktemp("corpus")
-    run_synth(SynthOptions(seed=3, hours_source=0.01, hours_target=0.0005, min_split_utts=2), d, progress=False)
-    return d
-
-
 def _opts(steps, **kw):
     return TrainOptions(preset="tiny", max_frames=3000, max_dev_utts=4,
                         loop=LoopOptions(max_steps=steps, lr=3e-3, warmup_steps=5, eval_every=0, ckpt_every=4,
@@ -105,10 +96,14 @@ def test_warm_start_from_checkpoint(corpus, tmp_path):
     first = load_checkpoint(tmp_path / "a/last.safetensors")
     import dataclasses
 
-    run_train(dataclasses.replace(_opts(1), init=str(tmp_path / "a/last.safetensors")), tr, dev, tmp_path / "b")
+    # another seed: a run that ignored --init would start from different random weights
+    run_train(dataclasses.replace(_opts(1, seed=1), init=str(tmp_path / "a/last.safetensors")), tr, dev, tmp_path / "b")
+    run_train(_opts(1, seed=1), tr, dev, tmp_path / "fresh")  # the control: the same run without --init
     second = load_checkpoint(tmp_path / "b/last.safetensors")
-    w1, w2 = first.model.head.weight, second.model.head.weight
-    assert (w1 - w2).abs().max() < 0.05  # one small step away from the warm start, not a fresh init
+    fresh = load_checkpoint(tmp_path / "fresh/last.safetensors")
+    w1, w2, w0 = first.model.head.weight, second.model.head.weight, fresh.model.head.weight
+    near, far = float((w1 - w2).abs().max()), float((w1 - w0).abs().max())
+    assert near < 0.05 and far > 5 * near, (near, far)  # one small step from the warm start, not a fresh init
     from edgekd.errors import EdgekdError
 
     with pytest.raises(EdgekdError, match="dims differ"):

@@ -3,19 +3,15 @@
 
 Usage: python3 runner.py --model student.onnx --seconds 10 --threads 4 --out results.jsonl
 
-Standalone on purpose: it needs only numpy and onnxruntime (or ai-edge-litert) and imports
-nothing from edgekd, so this one file can be copied to a Raspberry Pi or a phone (Termux) and run
-there. It writes one JSON record per metric (JSON Lines) with the model's identity, the runtime
-and its version, the CPU, threads, warm-up and iteration counts, and `source`
-(measured-on-device / measured-on-host). Run it in a fresh process: peak RSS (VmHWM) is the
-whole process's, so it is the model's only when nothing else ran before.
+Standalone on purpose: numpy + onnxruntime (or ai-edge-litert) only, nothing from edgekd, so this
+one file can be copied to a Raspberry Pi or a phone (Termux). One JSON record per metric (JSONL):
+model identity, runtime + version, CPU, threads, warm-up/iterations, `source` (measured-on-device
+/ measured-on-host). Run it in a fresh process: peak RSS (VmHWM) is the whole process's.
 
-What it measures, for an input of `--seconds` of audio (features synthesised at the model's
-frame rate, read from the model's metadata -- featurizer settings -- or 100 frames/s):
-  load_time (cold session creation), first_inference, warmup_mean, latency p50/p90/p99/mean/std/
-  min/max over the timed runs, rtf (p50 / audio seconds), rss_after_load, peak_rss, model_size;
-  and, for a fixed-length model (or with --chunk-seconds), a chunked streaming loop that feeds
-  fixed windows one after another: chunk_latency p50/p90/p99/max and stream_rtf.
+Measured for `--seconds` of audio (features at the frame rate in the model's metadata, else 100/s):
+load_time, first_inference, warmup_mean, latency p50/p90/p99/mean/std/min/max, rtf (p50 / audio s),
+rss_after_load, peak_rss, model_size; for a fixed-length model (or --chunk-seconds) a streaming loop
+of fixed windows one after another: chunk_latency p50/p90/p99/mean/std/max, rtf over passes.
 """
 
 from __future__ import annotations
@@ -37,9 +33,6 @@ SOURCES = ("measured-on-device", "measured-on-host")
 DEFAULT_FPS = 100.0  # 10 ms hop: the universal ASR filterbank frame rate
 
 
-# ------------------------------------------------------------------ process facts
-
-
 def _status_kb(key: str) -> float | None:
     """A field of /proc/self/status in kB (VmRSS, VmHWM); None where there is no procfs."""
     try:
@@ -58,19 +51,16 @@ def cpu_info() -> dict:
         info["affinity"] = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         pass
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-        for key in ("model name", "Hardware", "Model", "CPU part", "Features", "flags"):
-            for line in text.splitlines():
-                if line.split(":")[0].strip() == key:
-                    val = line.split(":", 1)[1].strip()
-                    info[key.replace(" ", "_").lower()] = val if key not in ("Features", "flags") else _isa(val)
-                    break
+    try:  # the first line of each key (reversed: dict keeps the last it sees)
+        lines = reversed(Path("/proc/cpuinfo").read_text(errors="replace").splitlines())
+        fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
     except OSError:
-        pass
+        fields = {}
+    for key in ("model name", "Hardware", "Model", "CPU part", "Features", "flags"):
+        if key in fields:
+            info[key.replace(" ", "_").lower()] = _isa(fields[key]) if key in ("Features", "flags") else fields[key]
     try:
-        mhz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text().strip()
-        info["max_mhz"] = int(mhz) / 1000
+        info["max_mhz"] = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000
     except (OSError, ValueError):
         pass
     return info
@@ -78,10 +68,9 @@ def cpu_info() -> dict:
 
 def _isa(flags: str) -> list[str]:
     """The ISA features that matter for inference kernels, from /proc/cpuinfo flags/Features."""
-    have = set(flags.split())
     names = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "i8mm": "i8mm", "sve": "sve",
              "avx2": "avx2", "avx512f": "avx512", "avx512_vnni": "avx512vnni", "fma": "fma", "f16c": "f16c"}
-    return sorted({v for k, v in names.items() if k in have})
+    return sorted({v for k, v in names.items() if k in set(flags.split())})
 
 
 def model_files(path: Path) -> list[Path]:
@@ -111,11 +100,8 @@ def sha256_files(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-# ------------------------------------------------------------------ model adapters
-
-
 class _Input:
-    def __init__(self, name: str, shape: list, dtype: np.dtype):
+    def __init__(self, name: str, shape: list, dtype):
         self.name, self.shape, self.dtype = name, shape, np.dtype(dtype)
 
 
@@ -131,17 +117,14 @@ class OnnxModel:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        tmap = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-                "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-                "tensor(double)": np.float64, "tensor(bool)": np.bool_}
-        self.inputs = [_Input(i.name, [d if isinstance(d, int) else None for d in i.shape], tmap.get(i.type, np.float32))
-                       for i in self.sess.get_inputs()]
+        tmap = {"float": "float32", "double": "float64", "bool": "bool"}  # else numpy's name: int64, float16...
+        self.inputs = [_Input(i.name, [d if isinstance(d, int) else None for d in i.shape],
+                              tmap.get(i.type[7:-1], i.type[7:-1])) for i in self.sess.get_inputs()]
         self.metadata = dict(self.sess.get_modelmeta().custom_metadata_map)
 
     def quantization(self, path: Path) -> str:
-        q = self.metadata.get("quantization")
-        if q:
-            return q
+        if self.metadata.get("quantization"):
+            return self.metadata["quantization"]
         try:
             import onnx
 
@@ -160,7 +143,7 @@ class OnnxModel:
         return self.sess.run(None, feeds)
 
     def resize(self, shapes: dict) -> None:  # ONNX takes any shape its dims allow
-        pass
+        return None
 
 
 class LiteRtModel:
@@ -169,11 +152,11 @@ class LiteRtModel:
     def __init__(self, path: Path, threads: int):
         from ai_edge_litert import interpreter as lit
 
-        try:
-            from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:
             self.version = version("ai-edge-litert")
-        except Exception:  # metadata missing on hand-installed builds
+        except PackageNotFoundError:  # hand-installed builds
             self.version = "unknown"
         self.it = lit.Interpreter(model_path=str(path), num_threads=threads)
         self.it.allocate_tensors()
@@ -196,13 +179,10 @@ class LiteRtModel:
         return "fp32"
 
     def resize(self, shapes: dict) -> None:
-        changed = False
-        for d in self.details:
-            want = list(shapes[d["name"]])
-            if list(d["shape"]) != want:
-                self.it.resize_tensor_input(d["index"], want)
-                changed = True
-        if changed:
+        stale = [d for d in self.details if list(d["shape"]) != list(shapes[d["name"]])]
+        for d in stale:
+            self.it.resize_tensor_input(d["index"], list(shapes[d["name"]]))
+        if stale:
             self.it.allocate_tensors()
             self.details = self.it.get_input_details()
 
@@ -223,9 +203,6 @@ def open_model(path: Path, threads: int, runtime: str = "auto"):
     raise SystemExit(f"runner: unknown runtime '{runtime}' (onnxruntime or litert)")
 
 
-# ------------------------------------------------------------------ input spec
-
-
 class InputSpec:
     """How to feed the model: which input carries features, its time axis, and the frame rate.
 
@@ -236,12 +213,10 @@ class InputSpec:
     def __init__(self, model, n_mels_hint: int | None = None):
         self.inputs = model.inputs
         meta = model.metadata
-        feat = {}
-        if meta.get("featurizer"):
-            try:
-                feat = json.loads(meta["featurizer"])
-            except (ValueError, TypeError):
-                feat = {}
+        try:
+            feat = json.loads(meta.get("featurizer") or "{}")
+        except (ValueError, TypeError):
+            feat = {}
         sr, hop = feat.get("sample_rate"), feat.get("hop_length")
         self.fps = float(sr) / float(hop) if sr and hop else float(meta.get("feature_frame_rate", DEFAULT_FPS))
         n_mels = feat.get("n_mels") or n_mels_hint or 80  # 80 mel bands unless the model says otherwise
@@ -252,14 +227,10 @@ class InputSpec:
         # time axis: the dynamic non-batch axis; else the one that is not the mel dim; else axis 1.
         # Only a rank-3 input is a feature sequence; anything else (an image, ...) runs as given.
         dyn = [a for a in range(1, len(shape)) if shape[a] is None]
-        if len(shape) != 3 and not dyn:
-            self.time_axis = None
-        elif dyn:
-            self.time_axis = dyn[0]
-        elif len(shape) == 3 and n_mels and shape[1] == n_mels and shape[2] != n_mels:
-            self.time_axis = 2
+        if dyn or len(shape) == 3:
+            self.time_axis = dyn[0] if dyn else 2 if shape[1] == n_mels and shape[2] != n_mels else 1
         else:
-            self.time_axis = 1 if len(shape) >= 2 else 0
+            self.time_axis = None
         self.fixed_frames = shape[self.time_axis] if self.time_axis is not None else None
 
     def shapes(self, frames: int) -> dict:
@@ -274,20 +245,13 @@ class InputSpec:
         return out
 
     def feeds(self, frames: int, rng: np.random.Generator) -> dict:
-        feeds = {}
-        for i, s in zip(self.inputs, self.shapes(frames).values()):
+        def fill(i, s):
             if i is self.lens:
-                feeds[i.name] = np.full(s, frames, dtype=i.dtype)
-            elif i.dtype.kind == "f":
-                feeds[i.name] = rng.standard_normal(s).astype(i.dtype)
-            elif i.dtype.kind == "b":
-                feeds[i.name] = np.ones(s, dtype=i.dtype)
-            else:
-                feeds[i.name] = np.zeros(s, dtype=i.dtype)
-        return feeds
-
-
-# ------------------------------------------------------------------ measuring
+                return np.full(s, frames, dtype=i.dtype)
+            if i.dtype.kind == "f":
+                return rng.standard_normal(s).astype(i.dtype)
+            return (np.ones if i.dtype.kind == "b" else np.zeros)(s, dtype=i.dtype)
+        return {i.name: fill(i, s) for i, s in zip(self.inputs, self.shapes(frames).values())}
 
 
 def _stats(ms: list[float]) -> dict:
@@ -328,17 +292,13 @@ def measure(args) -> list[dict]:
 
     files = model_files(path)
     size = sum(f.stat().st_size for f in files)
-    base = {
-        "schema": SCHEMA,
-        "model": {"name": args.name or path.stem, "path": str(path), "format": path.suffix.lstrip(".").lower(),
-                  "quantization": args.quantization or model.quantization(path), "sha256": sha256_files(files),
-                  "size_bytes": size},
-        "device": args.device, "threads": threads, "warmup": args.warmup, "source": args.source,
-        "runtime": {"name": model.runtime, "version": model.version},
-        "cpu": cpu_info(), "audio_seconds": audio_s, "frames_per_second": spec.fps,
-        "python": platform.python_version(), "numpy": np.__version__,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    base = {"schema": SCHEMA, "device": args.device, "threads": threads, "warmup": args.warmup, "source": args.source,
+            "model": {"name": args.name or path.stem, "path": str(path), "format": path.suffix.lstrip(".").lower(),
+                      "quantization": args.quantization or model.quantization(path), "sha256": sha256_files(files),
+                      "size_bytes": size},
+            "runtime": {"name": model.runtime, "version": model.version}, "cpu": cpu_info(),
+            "audio_seconds": audio_s, "frames_per_second": spec.fps, "python": platform.python_version(),
+            "numpy": np.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     recs: list[dict] = []
 
     def rec(metric, value, unit, **kw):
@@ -352,47 +312,40 @@ def measure(args) -> list[dict]:
         rec("rss_after_load", rss_load / 1024, "MiB", iterations=0, mode="static",
             extra={"rss_before_load_mib": (rss0 or 0) / 1024})
 
+    # offline: the whole utterance in one call; streaming: fixed windows one after another, as a
+    # device would feed a microphone. Both time passes over the utterance, chunk by chunk.
+    streaming = chunk_frames is not None
+    frames = chunk_frames or total_frames
+    n_chunks = max(1, math.ceil(total_frames / frames))
+    model.resize(spec.shapes(frames))
+    chunks = [spec.feeds(frames, rng) for _ in range(min(n_chunks, 8))]
+
+    def run(c: int) -> float:
+        return _timed(lambda: model.run(chunks[c % len(chunks)]))
+
+    first = run(0)
+    warm = [run(i) for i in range(args.warmup)]
+    per_chunk, passes = [], []
     deadline = time.perf_counter() + args.max_time
-    if chunk_frames is None:  # offline: the whole utterance in one call
-        model.resize(spec.shapes(total_frames))
-        feeds = spec.feeds(total_frames, rng)
-        first = _timed(lambda: model.run(feeds))
-        warm = [_timed(lambda: model.run(feeds)) for _ in range(args.warmup)]
-        times = []
-        while len(times) < args.iterations and (len(times) < args.min_iterations or time.perf_counter() < deadline):
-            times.append(_timed(lambda: model.run(feeds)))
-        st = _stats(times)
-        kw = dict(iterations=len(times), mode="offline", frames=total_frames)
-        rec("first_inference", first, "ms", **dict(kw, iterations=1))
-        if warm:
-            rec("warmup_mean", float(np.mean(warm)), "ms", **dict(kw, iterations=len(warm)))
-        for k, v in st.items():
-            rec(f"latency_{k}", v, "ms", **kw)
-        rec("rtf", st["p50"] / 1e3 / audio_s, "ratio", **dict(kw, extra={"basis": "latency_p50"}))
-    else:  # streaming: fixed windows one after another, as a device would feed a microphone
-        n_chunks = max(1, math.ceil(total_frames / chunk_frames))
-        model.resize(spec.shapes(chunk_frames))
-        chunks = [spec.feeds(chunk_frames, rng) for _ in range(min(n_chunks, 8))]
-        first = _timed(lambda: model.run(chunks[0]))
-        warm = [_timed(lambda: model.run(chunks[i % len(chunks)])) for i in range(args.warmup)]
-        per_chunk, passes = [], []
-        while len(passes) < args.iterations and (len(passes) < args.min_iterations or time.perf_counter() < deadline):
-            one = [_timed(lambda: model.run(chunks[c % len(chunks)])) for c in range(n_chunks)]
-            per_chunk += one
-            passes.append(sum(one))
+    while len(passes) < args.iterations and (len(passes) < args.min_iterations or time.perf_counter() < deadline):
+        one = [run(c) for c in range(n_chunks)]
+        per_chunk += one
+        passes.append(sum(one))
+    kw = (dict(mode="streaming", chunk_seconds=frames / spec.fps, frames=frames, chunks_per_pass=n_chunks)
+          if streaming else dict(mode="offline", frames=total_frames))
+    rec("first_inference", first, "ms", **dict(kw, iterations=1))
+    if warm:
+        rec("warmup_mean", float(np.mean(warm)), "ms", **dict(kw, iterations=len(warm)))
+    if streaming:
         st = _stats(per_chunk)
-        kw = dict(iterations=len(per_chunk), mode="streaming", chunk_seconds=chunk_frames / spec.fps,
-                  frames=chunk_frames, chunks_per_pass=n_chunks)
-        rec("first_inference", first, "ms", **dict(kw, iterations=1))
-        if warm:
-            rec("warmup_mean", float(np.mean(warm)), "ms", **dict(kw, iterations=len(warm)))
         for k in ("p50", "p90", "p99", "mean", "std", "max"):
-            rec(f"chunk_latency_{k}", st[k], "ms", **kw)
-        pst = _stats(passes)
-        for k in ("p50", "p90", "p99", "mean", "std"):
-            rec(f"latency_{k}", pst[k], "ms", **dict(kw, iterations=len(passes), extra={"per": "utterance"}))
-        rec("rtf", pst["p50"] / 1e3 / audio_s, "ratio", **dict(kw, iterations=len(passes),
-                                                             extra={"basis": "sum of chunk times, p50 over passes"}))
+            rec(f"chunk_latency_{k}", st[k], "ms", **dict(kw, iterations=len(per_chunk)))
+    pst = _stats(passes)
+    per = {"extra": {"per": "utterance"}} if streaming else {}
+    for k in ("p50", "p90", "p99", "mean", "std") + (() if streaming else ("min", "max")):
+        rec(f"latency_{k}", pst[k], "ms", **dict(kw, iterations=len(passes), **per))
+    basis = "sum of chunk times, p50 over passes" if streaming else "latency_p50"
+    rec("rtf", pst["p50"] / 1e3 / audio_s, "ratio", **dict(kw, iterations=len(passes), extra={"basis": basis}))
     hwm = _status_kb("VmHWM")
     if hwm is not None:
         rec("peak_rss", hwm / 1024, "MiB", iterations=0, mode="process")

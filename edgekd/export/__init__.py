@@ -8,12 +8,14 @@ Stage entry points:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekd.audio import SAMPLE_RATE
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.manifest import StageManifest
@@ -67,7 +69,7 @@ class PruneOptions:
             raise ValueError("finetune_steps must be >= 0 and multiple >= 1")
 
 
-def write_sherpa_package(onnx_fp32: Path, onnx_int8: Path | None, out: Path) -> Path:
+def write_sherpa_package(onnx_fp32: Path, onnx_int8: Path | None, out: Path, sample_rate: int = SAMPLE_RATE) -> Path:
     """A folder sherpa-onnx loads with `OfflineRecognizer.from_zipformer_ctc(model, tokens)`."""
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_fp32, out / "model.onnx")
@@ -79,18 +81,20 @@ def write_sherpa_package(onnx_fp32: Path, onnx_int8: Path | None, out: Path) -> 
         "computed by sherpa-onnx itself (the features the model was trained on).\n\n```python\nimport sherpa_onnx\n"
         "rec = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model='model.int8.onnx', tokens='tokens.txt',\n"
         "                                                      num_threads=4)\ns = rec.create_stream()\n"
-        "s.accept_waveform(16000, samples)  # float32 in [-1, 1]\nrec.decode_stream(s)\nprint(s.result.text)\n```\n\n"
-        "Command line: `sherpa-onnx-offline --zipformer2-ctc-model=model.int8.onnx --tokens=tokens.txt x.wav`\n")
+        f"s.accept_waveform({sample_rate}, samples)  # float32 in [-1, 1]\nrec.decode_stream(s)\nprint(s.result.text)\n```\n\n"
+        "Command line: `sherpa-onnx-offline --zipformer-ctc-model=model.int8.onnx --tokens=tokens.txt x.wav`\n")
     return out
 
 
 def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path, *,
                test_manifest: str | Path, calib_manifest: str | Path | None = None, progress: bool = True) -> Path:
     """Export `checkpoint` to every requested format, verify each, write the stage manifest."""
+    from edgekd.export.known_broken import check, note
     from edgekd.export.litert import export_tflite, have_litert_torch
     from edgekd.export.onnx import export_onnx
     from edgekd.export.quantize import calibration_features, quantize
-    from edgekd.export.verify import Artifact, artifacts_to_json, table_md, verify
+    from edgekd.export.verify import artifact_size, table_md, verify
+    from edgekd.records import Artifact, write_artifacts
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,13 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
         if progress:
             print(f"export: {name} done ({timings[name]} s)", flush=True)
 
+    def known(fmt: str, **combo) -> bool:
+        """Consult the known-broken list before trying (fmt, combo); False: skip it (noted)."""
+        hits = check("export", fmt, **combo)
+        notes.extend(note(e) for e in hits)
+        return not any(e["effect"] == "fails" for e in hits)
+
+    known("onnx", precision="fp32", exporter="dynamo")
     fp32 = export_onnx(ck, out / "model.onnx")
     arts = [Artifact("onnx-fp32", str(fp32), "onnx", "fp32")]
     step("onnx")
@@ -112,6 +123,8 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
         step("onnx-waveform")
     calib = None
     for q in opts.quantize:
+        if not known("onnx", precision=q, op_types="MatMul"):
+            continue
         if q == "int8-static" and calib is None:
             calib = calibration_features(calib_manifest or test_manifest, ck.featurizer, opts.calibration_utts)
         p = quantize(fp32, out / f"model.{q}.onnx", q, calibration=calib)
@@ -120,19 +133,25 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
     if opts.tflite:
         if have_litert_torch():
             for mode in opts.tflite:
+                if not known("tflite", precision=mode, time_axis="fixed"):
+                    continue
                 p = export_tflite(ck, out / f"model.{mode}.tflite", window_frames=opts.tflite_window, mode=mode)
                 arts.append(Artifact(f"tflite-{mode}.chunked", str(p), "tflite", mode, opts.tflite_window,
                                      opts.tflite_context))
                 step(f"tflite-{mode}")
         else:
             notes.append("LiteRT skipped: litert-torch not installed (pip install 'edgekd[tflite]')")
-    if opts.sherpa:
+    if opts.sherpa and known("sherpa-onnx", subsampling="4" if ck.dims.subsampling == 4 else "not 4"):
         int8 = out / "model.int8-dynamic.onnx"
-        pkg = write_sherpa_package(fp32, int8 if int8.exists() else None, out / "sherpa-onnx")
+        pkg = write_sherpa_package(fp32, int8 if int8.exists() else None, out / "sherpa-onnx",
+                                   sample_rate=ck.featurizer.sample_rate)
         arts.append(Artifact("sherpa-onnx", str(pkg), "sherpa-onnx", "fp32"))
-    artifacts_to_json(arts, out / "artifacts.json")
     rows = verify(ck, arts, test_manifest, max_utts=opts.verify_utts, repeats=opts.latency_repeats, progress=progress)
     step("verify")
+    by_name = {r["artifact"]: r for r in rows}
+    write_artifacts([dataclasses.replace(a, size_bytes=artifact_size(a.path), metadata={
+        "checkpoint": str(checkpoint), "wer": by_name[a.name]["wer"], "verified": by_name[a.name]["ok"]})
+        for a in arts], out / "artifacts.json")
     (out / "verify.table.json").write_text(json.dumps({"title": "Exported artifacts vs PyTorch", "rows": rows},
                                                       indent=1))
     (out / "verify.md").write_text(table_md(rows) + "".join(f"\n- {n}" for n in notes))
@@ -152,6 +171,7 @@ def run_prune(opts: PruneOptions, checkpoint: str | Path, out_dir: str | Path, *
               soft_targets: str | Path | None = None, dev_manifest: str | Path | None = None,
               progress: bool = True) -> Path:
     """Structured pruning of `checkpoint`, then (with soft targets) a KD fine-tune; writes model.safetensors."""
+    from edgekd.export.known_broken import check
     from edgekd.export.prune import count_macs_per_frame, structured_prune
 
     out = Path(out_dir)
@@ -159,6 +179,8 @@ def run_prune(opts: PruneOptions, checkpoint: str | Path, out_dir: str | Path, *
     t0 = time.time()
     ck = load_checkpoint(checkpoint)
     before = {"params": ck.model.num_params(), "weight_macs_per_frame": count_macs_per_frame(ck.model)}
+    if any(e["effect"] == "fails" for e in check("prune", "any", method="structured")):
+        raise EdgekdError("structured pruning is listed as known-broken")  # consulted before trying
     pruned = structured_prune(ck, opts.ratio, multiple=opts.multiple, prune_conv=opts.prune_conv)
     pruned.extra["pruning"]["params_before"] = before["params"]
     pruned.save(out / "pruned.safetensors")

@@ -110,7 +110,7 @@ def export_onnx(ck: Checkpoint, path: str | Path, *, waveform: bool = False, wri
         fz = Featurizer(ck.featurizer)
         hop, win = ck.featurizer.hop_length, ck.featurizer.win_length
         graph = WaveformGraph(model, fz).eval()
-        n = 16000
+        n = ck.featurizer.sample_rate  # 1 s
         # The example batch has two lengths so the batch axis and masking stay symbolic.
         args = (torch.randn(2, n) * 0.1, torch.tensor([n, n - 3 * hop], dtype=torch.int64))
         S = torch.export.Dim("S", min=max(win, hop * (ck.dims.min_frames + 1)), max=MAX_FRAMES * hop)

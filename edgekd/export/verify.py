@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +22,11 @@ from edgekd.audio import AudioError, featurize, load_audio
 from edgekd.decode import wer_cer
 from edgekd.manifest import read_manifest
 from edgekd.models import Checkpoint
+from edgekd.records import Artifact
 from edgekd.tokens import Tokenizer
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8-dynamic": None, "int8-static": None}  # None: use agreement
 MIN_AGREEMENT = 0.95
-
-
-@dataclass
-class Artifact:
-    name: str
-    path: str
-    format: str  # onnx | tflite | sherpa-onnx | pytorch
-    precision: str  # fp32 | fp16 | int8-dynamic | int8-static
-    window: int = 0  # tflite: fixed window frames
-    context: int = 0  # tflite: chunk context frames
 
 
 def _utterances(ck: Checkpoint, manifest: str | Path, max_utts: int):
@@ -80,7 +70,7 @@ def _runner(art: Artifact, ck: Checkpoint, threads: int = 1):
     raise ValueError(f"no runner for format {art.format}")
 
 
-def _sherpa_texts(art: Artifact, utts, threads: int = 1) -> list[str]:
+def _sherpa_texts(art: Artifact, utts, sample_rate: int, threads: int = 1) -> list[str]:
     import sherpa_onnx
 
     d = Path(art.path)
@@ -89,7 +79,7 @@ def _sherpa_texts(art: Artifact, utts, threads: int = 1) -> list[str]:
     out = []
     for _, w, _ in utts:
         s = rec.create_stream()
-        s.accept_waveform(16000, w)
+        s.accept_waveform(sample_rate, w)
         rec.decode_stream(s)
         out.append(s.result.text.strip())
     return out
@@ -124,9 +114,9 @@ def verify(ck: Checkpoint, artifacts: list[Artifact], manifest: str | Path, *, m
     for art in [Artifact("pytorch", "", "pytorch", "fp32")] + list(artifacts):
         t0 = time.time()
         row = {"artifact": art.name, "format": art.format, "precision": art.precision,
-               "size_mb": round(_size(art.path) / 1e6, 3) if art.path else None}
+               "size_mb": round(artifact_size(art.path) / 1e6, 3) if art.path else None}
         if art.format == "sherpa-onnx":
-            hyps = _sherpa_texts(art, utts)
+            hyps = _sherpa_texts(art, utts, ck.featurizer.sample_rate)
             row.update(max_diff=None, agreement=None)
             run = None
         else:
@@ -172,7 +162,7 @@ def _ok(row: dict) -> bool:
     return lenient and row["agreement"] is not None and row["agreement"] >= MIN_AGREEMENT
 
 
-def _size(path: str) -> int:
+def artifact_size(path: str) -> int:
     p = Path(path)
     if p.is_dir():
         return sum(f.stat().st_size for f in p.iterdir() if f.name in ("model.onnx", "tokens.txt"))
@@ -184,16 +174,7 @@ COLUMNS = ["artifact", "format", "precision", "size_mb", "max_diff", "agreement"
 
 
 def table_md(rows: list[dict]) -> str:
-    def f(v):
-        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(f(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    from edgekd.tables import table_text
 
+    return table_text(rows, COLUMNS, markdown=True)
 
-def artifacts_from_json(path: str | Path) -> list[Artifact]:
-    return [Artifact(**a) for a in json.loads(Path(path).read_text())]
-
-
-def artifacts_to_json(arts: list[Artifact], path: str | Path) -> None:
-    Path(path).write_text(json.dumps([asdict(a) for a in arts], indent=1))

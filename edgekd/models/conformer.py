@@ -14,7 +14,7 @@ Design choices, all for export and edge runtimes:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch

@@ -5,64 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgekd.errors import EdgekdError
-from edgekd.manifest import read_manifest
 from edgekd.pipeline.config import PipelineConfig, dump_config, load_pipeline_config
-from edgekd.pipeline.engine import Stage, StageContext, StageResult, run_stages
+from edgekd.pipeline.engine import Stage, run_stages
 
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 STAGE_ORDER = ["synth", "teacher_eval", "drift", "pseudolabel", "review", "distil", "prune", "export", "profile"]
 
 
-def _synth_stage(cfg: PipelineConfig) -> Stage:
-    from edgekd.synth import run_synth
-
-    opts = cfg.section("synth")
-
-    def run(ctx: StageContext) -> StageResult:
-        m = json.loads(run_synth(opts, ctx.dir).read_text())
-        return StageResult(outputs=m["outputs"], metrics={k: v["utterances"] for k, v in m["metrics"]["splits"].items()})
-    return Stage("synth", run, dump_config(cfg)["synth"])
-
-
-def _data_paths(cfg: PipelineConfig, ctx: StageContext) -> dict[str, Path | None]:
-    if cfg.data.synth:
-        return {"source_test": ctx.upstream_path("synth", "source/test"),
-                "target_test": ctx.upstream_path("synth", "target/test")}
-    return {"source_test": Path(cfg.data.source) if cfg.data.source else None,
-            "target_test": Path(cfg.data.target_test)}
-
-
-def _teacher_eval_stage(cfg: PipelineConfig) -> Stage:
-    from edgekd.evaluate import run_eval
-
-    def run(ctx: StageContext) -> StageResult:
-        rows = []
-        for t in cfg.teachers:
-            for split, path in _data_paths(cfg, ctx).items():
-                if path is None or not any(u.text for u in read_manifest(path)):
-                    continue
-                m = run_eval(t, path, ctx.dir / f"{Path(t).stem}-{split}", progress=False)
-                rows.append({"model": Path(t).name, "split": split, "utterances": m["n"],
-                             "wer_%": round(100 * m["wer"], 2), "cer_%": round(100 * m["cer"], 2)})
-        (ctx.dir / "teachers.table.json").write_text(json.dumps({"title": "Teacher WER (greedy CTC)", "rows": rows}))
-        return StageResult(outputs={"table": "teachers.table.json"},
-                           metrics={f"{r['split']}_wer_%": r["wer_%"] for r in rows})
-    inputs = tuple(Path(t) for t in cfg.teachers if not t.startswith("hf:"))
-    for p in inputs:
-        if not p.exists():
-            raise EdgekdError(f"teacher {p} does not exist (train one with scripts/train_teacher.sh)")
-    return Stage("teacher_eval", run, {"teachers": list(cfg.teachers)}, deps=("synth",) if cfg.data.synth else (),
-                 inputs=inputs)
-
-
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
-    from edgekd.pipeline.stages import distil_stage, drift_stage, pseudolabel_stage, review_stage
-
-    stages = [_synth_stage(cfg)] if cfg.data.synth else []
+    """The stage graph for `cfg`, in run order (each stage's deps come from its declared inputs)."""
+    from edgekd.pipeline.stages import (distil_stage, drift_stage, pseudolabel_stage, review_stage, synth_stage,
+                                        teacher_eval_stage)
     from edgekd.pipeline.stages_deploy import export_stage, profile_stage, prune_stage
 
-    stages += [_teacher_eval_stage(cfg), drift_stage(cfg), pseudolabel_stage(cfg), review_stage(cfg), distil_stage(cfg)]
+    stages = [synth_stage(cfg)] if cfg.data.synth else []
+    stages += [teacher_eval_stage(cfg), drift_stage(cfg), pseudolabel_stage(cfg), review_stage(cfg), distil_stage(cfg)]
     if cfg.section("prune").enabled:
         stages.append(prune_stage(cfg))
     stages += [export_stage(cfg), profile_stage(cfg)]
@@ -101,9 +58,9 @@ def summary_lines(run_dir: str | Path) -> list[str]:
         lines.append(f"size: teacher {m['teacher_params'] / 1e6:.2f}M params, student {m['student_params'] / 1e6:.2f}M "
                      f"(1/{m['teacher_params'] / m['student_params']:.1f})")
         lines.append(f"latency student/teacher (PyTorch, 1 host thread): {m.get('latency_ratio') or float('nan'):.2f}x")
-    e = run_dir / "export" / "verify.table.json"
-    if e.exists():
-        rows = json.loads(e.read_text())["rows"]
+    e = load("export")
+    if e and "verify" in e.outputs:  # every output is read through its stage's manifest
+        rows = json.loads((run_dir / "export" / e.outputs["verify"]).read_text())["rows"]
         art = [r for r in rows if r["format"] == "onnx"]
         best = min(art, key=lambda r: r["size_mb"]) if art else None
         if best:

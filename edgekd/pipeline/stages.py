@@ -1,74 +1,103 @@
-"""Pipeline stages for pseudo-labeling, drift and human review (each a thin wrapper over run_<stage>)."""
+"""Pipeline stages up to the student: data, teacher_eval, drift, pseudolabel, review, distil.
+
+Each `<name>_stage(cfg) -> Stage` declares every input by name -- an upstream output (`Ref`) or
+an external file -- and its `run(ctx)` reads only `ctx.inputs`, then calls the stage's library
+function (`run_<stage>`). Nothing here knows another stage's folder.
+"""
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
+from edgekd.errors import EdgekdError
 from edgekd.manifest import read_manifest
 from edgekd.pipeline.config import PipelineConfig, dump_config
-from edgekd.pipeline.engine import Stage, StageContext, StageResult
+from edgekd.pipeline.engine import Input, Ref, Stage, StageContext, StageResult
+
+# data split -> the synth stage's output that holds it (when data.synth is on)
+SYNTH_SPLITS = {"source": "source/test", "target": "target/train", "target_test": "target/test",
+                "target_dev": "target/dev", "target_ref": "target/train.ref"}
 
 
-def data_path(cfg: PipelineConfig, ctx: StageContext, name: str) -> Path | None:
-    """A data split, from the synth stage or the config's data section."""
+def data(cfg: PipelineConfig, name: str) -> Input:
+    """A data split: the synth stage's output, or the file the config's data section names."""
     if cfg.data.synth:
-        key = {"source": "source/test", "target": "target/train", "target_test": "target/test",
-               "target_dev": "target/dev", "target_ref": "target/train.ref"}[name]
-        return ctx.upstream_path("synth", key)
+        return Ref("synth", SYNTH_SPLITS[name])
     v = getattr(cfg.data, name)
     return Path(v) if v else None
 
 
-def _synth_dep(cfg: PipelineConfig) -> tuple[str, ...]:
-    return ("synth",) if cfg.data.synth else ()
+def teacher_files(cfg: PipelineConfig, first_only: bool = False) -> dict[str, Path]:
+    """`teacher<i>` -> checkpoint, for the teachers that are files (hf:<id> ones are config)."""
+    out = {}
+    for i, t in enumerate(cfg.teachers[:1] if first_only else cfg.teachers):
+        if t.startswith("hf:"):
+            continue
+        if not Path(t).exists():
+            raise EdgekdError(f"teacher {t} does not exist (train one with scripts/train_teacher.sh)")
+        out[f"teacher{i}"] = Path(t)
+    return out
 
 
-def _external(cfg: PipelineConfig, *names: str) -> tuple[Path, ...]:
-    if cfg.data.synth:
-        return ()
-    return tuple(Path(getattr(cfg.data, n)) for n in names if getattr(cfg.data, n))
+def teacher_specs(cfg: PipelineConfig, ctx: StageContext, first_only: bool = False) -> list[str]:
+    """The teachers as `load_teacher` takes them: declared checkpoint inputs, or hf:<id>."""
+    ts = cfg.teachers[:1] if first_only else cfg.teachers
+    return [t if t.startswith("hf:") else str(ctx.input(f"teacher{i}")) for i, t in enumerate(ts)]
 
 
-def teacher_inputs(cfg: PipelineConfig) -> tuple[Path, ...]:
-    return tuple(Path(t) for t in cfg.teachers if not t.startswith("hf:"))
+def synth_stage(cfg: PipelineConfig) -> Stage:
+    from edgekd.synth import run_synth
+
+    opts = cfg.section("synth")
+
+    def run(ctx: StageContext) -> StageResult:
+        m = json.loads(run_synth(opts, ctx.dir).read_text())
+        return StageResult(outputs=m["outputs"], metrics={k: v["utterances"] for k, v in m["metrics"]["splits"].items()})
+    return Stage("synth", run, dump_config(cfg)["synth"])
+
+
+def teacher_eval_stage(cfg: PipelineConfig) -> Stage:
+    """Greedy-CTC WER of every teacher on the labeled source and target test splits."""
+    from edgekd.evaluate import run_eval
+
+    splits = {"source_test": data(cfg, "source"), "target_test": data(cfg, "target_test")}
+
+    def run(ctx: StageContext) -> StageResult:
+        rows = []
+        for i, (t, spec) in enumerate(zip(cfg.teachers, teacher_specs(cfg, ctx))):
+            for split in splits:
+                path = ctx.inputs[split]
+                if path is None or not any(u.text for u in read_manifest(path)):
+                    continue
+                m = run_eval(spec, path, ctx.dir / f"{Path(t).stem}-{split}", progress=False)
+                rows.append({"model": Path(t).name, "teacher": i, "split": split, "utterances": m["n"],
+                             "wer_%": round(100 * m["wer"], 2), "cer_%": round(100 * m["cer"], 2)})
+        (ctx.dir / "teachers.table.json").write_text(json.dumps({"title": "Teacher WER (greedy CTC)", "rows": rows}))
+        return StageResult(outputs={"table": "teachers.table.json"},
+                           metrics={f"{r['split']}_wer_%": r["wer_%"] for r in rows})
+    return Stage("teacher_eval", run, {"teachers": list(cfg.teachers), "decoder": "greedy"},
+                 inputs={**splits, **teacher_files(cfg)})
 
 
 def pseudolabel_stage(cfg: PipelineConfig) -> Stage:
+    from edgekd.pipeline.plots import confidence_plot
     from edgekd.pseudolabel import run_pseudolabel
+    from edgekd.records import read_pseudolabels
 
     opts = cfg.section("pseudolabel")
 
     def run(ctx: StageContext) -> StageResult:
-        m = json.loads(run_pseudolabel(opts, data_path(cfg, ctx, "target"), list(cfg.teachers), ctx.dir,
+        m = json.loads(run_pseudolabel(opts, ctx.input("target"), teacher_specs(cfg, ctx), ctx.dir,
                                        cfg.teacher_weights, progress=True).read_text())
-        labels = [json.loads(l) for l in (ctx.dir / "labels.jsonl").read_text().splitlines() if l.strip()]
-        _confidence_plot(ctx.dir / "confidence.png", labels, m["metrics"]["confidence_threshold"])
+        labels = read_pseudolabels(ctx.dir / m["outputs"]["labels"])
+        confidence_plot(ctx.dir / "confidence.png", labels, m["metrics"]["confidence_threshold"])
         keep = ("utterances", "rejected", "distil", "review", "confidence_threshold", "bytes_per_frame", "x_realtime")
         return StageResult(outputs={**m["outputs"], "confidence_plot": "confidence.png"},
                            metrics={k: m["metrics"][k] for k in keep})
     cfg_d = {**dump_config(cfg)["pseudolabel"], "teachers": list(cfg.teachers), "weights": list(cfg.teacher_weights)}
-    lm = (Path(opts.lm),) if opts.lm else ()
-    return Stage("pseudolabel", run, cfg_d, deps=_synth_dep(cfg),
-                 inputs=teacher_inputs(cfg) + lm + _external(cfg, "target"))
-
-
-def _confidence_plot(path: Path, labels: list[dict], thr: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist([l["confidence"] for l in labels], bins=30, range=(0, 1), color="#4477aa")
-    ax.axvline(thr, color="r", ls="--", label=f"routing threshold {thr:.3f}")
-    n_r = sum(l["route"] == "review" for l in labels)
-    ax.set(title=f"teacher confidence: {len(labels) - n_r} to distillation, {n_r} to review", xlabel="confidence")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    lm = {"lm": Path(opts.lm)} if opts.lm else {}
+    return Stage("pseudolabel", run, cfg_d, inputs={"target": data(cfg, "target"), **teacher_files(cfg), **lm})
 
 
 def drift_stage(cfg: PipelineConfig) -> Stage:
@@ -77,110 +106,90 @@ def drift_stage(cfg: PipelineConfig) -> Stage:
     opts = cfg.section("drift")
 
     def run(ctx: StageContext) -> StageResult:
-        ref, cur = data_path(cfg, ctx, "source"), data_path(cfg, ctx, "target")
-        r = run_drift(opts, ref, cur, ctx.dir, cfg.teachers[0])
+        r = run_drift(opts, ctx.input("reference"), ctx.input("current"), ctx.dir, teacher_specs(cfg, ctx, True)[0])
         row = {"verdict": r["verdict"], "mmd_p": r["mmd"]["p_value"], "bands_differing_%": 100 * r["ks"]["fraction_significant"],
                "band_shift_db": r["band_mean_shift_db"]}
         if r["confidence"]:
             row.update({"conf_source": r["confidence"]["reference_mean"], "conf_target": r["confidence"]["current_mean"]})
         return StageResult(outputs={"report": "drift.json", "plot": "drift.png"}, metrics=row)
-    return Stage("drift", run, {**dump_config(cfg)["drift"], "teacher": cfg.teachers[0]}, deps=_synth_dep(cfg),
-                 inputs=teacher_inputs(cfg)[:1] + _external(cfg, "source", "target"))
+    return Stage("drift", run, {**dump_config(cfg)["drift"], "teacher": cfg.teachers[0]},
+                 inputs={"reference": data(cfg, "source"), "current": data(cfg, "target"),
+                         **teacher_files(cfg, first_only=True)})
 
 
 def review_stage(cfg: PipelineConfig) -> Stage:
     """Export Label Studio tasks for the review set; import answers (a real export, or simulated)."""
+    from edgekd.pipeline.simulate import simulate_annotators
     from edgekd.review import export_tasks, import_annotations
 
     rc = cfg.review
 
     def run(ctx: StageContext) -> StageResult:
-        pl = ctx.run_dir / "pseudolabel"
-        paths = export_tasks(pl / "review.jsonl", pl / "labels.jsonl", ctx.dir)
+        paths = export_tasks(ctx.input("review"), ctx.input("labels"), ctx.dir)
         outputs = {"tasks": "tasks.json", "config": "label_config.xml"}
         metrics: dict = {"tasks": len(json.loads(paths["tasks"].read_text()))}
-        export = Path(rc.import_path) if rc.import_path else None
+        export = ctx.inputs.get("answers")
         if export is None and rc.simulate_annotators:
-            export = _simulate(paths["tasks"], data_path(cfg, ctx, "target_ref"), rc, cfg.seed, ctx.dir)
+            export = simulate_annotators(paths["tasks"], ctx.inputs["target_ref"], rc.simulate_annotators,
+                                         rc.annotator_error_rate, cfg.seed, ctx.dir)
             outputs["simulated_export"] = export.name
         if export is not None:
-            stats = import_annotations(export, pl / "review.jsonl", ctx.dir)
+            stats = import_annotations(export, ctx.input("review"), ctx.dir)
             outputs["labeled"] = "labeled.jsonl"
             metrics.update({k: stats[k] for k in ("imported", "errors", "fraction_unanimous", "mean_pairwise_wer")})
         return StageResult(outputs=outputs, metrics=metrics)
-    ins = (Path(rc.import_path),) if rc.import_path else ()
-    return Stage("review", run, json.loads(json.dumps(dump_config(cfg)["review"])), deps=("pseudolabel",) + _synth_dep(cfg),
-                 inputs=ins)
-
-
-def _simulate(tasks_json: Path, ref_manifest: Path | None, rc, seed: int, out: Path) -> Path:
-    """A Label Studio export in which N simulated annotators transcribe each task from the hidden
-    reference with word substitutions/deletions at `annotator_error_rate` (demo and tests only)."""
-    from edgekd.errors import EdgekdError
-
-    if ref_manifest is None:
-        raise EdgekdError("review.simulate_annotators needs data.target_ref (hidden transcripts)")
-    refs = {u.id: u.text or "" for u in read_manifest(ref_manifest)}
-    rng = random.Random(seed)
-    vocab = sorted({w for t in refs.values() for w in t.split()}) or ["a"]
-    tasks = json.loads(tasks_json.read_text())
-    for i, t in enumerate(tasks):
-        t["id"] = i + 1
-        words = refs.get(t["data"]["utt_id"], "").split()
-        anns = []
-        for a in range(rc.simulate_annotators):
-            out_w = []
-            for w in words:
-                r = rng.random()
-                if r < rc.annotator_error_rate / 2:
-                    continue  # deletion
-                out_w.append(rng.choice(vocab) if r < rc.annotator_error_rate else w)
-            anns.append({"id": a + 1, "created_at": f"2026-01-01T00:00:0{a}", "was_cancelled": False,
-                         "result": [{"from_name": "transcription", "to_name": "audio", "type": "textarea",
-                                     "value": {"text": [" ".join(out_w)]}}]})
-        t["annotations"] = anns
-    path = out / "simulated_export.json"
-    path.write_text(json.dumps(tasks, indent=1))
-    return path
+    inputs: dict[str, Input] = {"review": Ref("pseudolabel", "review"), "labels": Ref("pseudolabel", "labels")}
+    if rc.import_path:
+        inputs["answers"] = Path(rc.import_path)
+    elif rc.simulate_annotators:
+        inputs["target_ref"] = data(cfg, "target_ref")
+    config = {**dump_config(cfg)["review"], **({"seed": cfg.seed} if rc.simulate_annotators else {})}
+    return Stage("review", run, config, inputs=inputs)
 
 
 def distil_stage(cfg: PipelineConfig) -> Stage:
-    """Train the student on the soft targets (+ human labels from review), then score it and the
-    teacher on the target test split side by side."""
+    """Train the student on the soft targets (+ human labels from review), then score it on the
+    target test split beside the teacher's score from teacher_eval (not re-scored here)."""
     from edgekd.distil import run_distil
     from edgekd.evaluate import run_eval
+    from edgekd.pipeline.plots import training_curve
 
     opts = cfg.section("distil")
 
     def run(ctx: StageContext) -> StageResult:
-        human = ctx.run_dir / "review" / "labeled.jsonl"
-        m = json.loads(run_distil(opts, ctx.run_dir / "pseudolabel", ctx.dir,
-                                  human_labels=human if human.exists() else None,
-                                  dev_manifest=data_path(cfg, ctx, "target_dev")).read_text())
-        test = data_path(cfg, ctx, "target_test")
-        rows = []
-        for name, model in (("teacher", cfg.teachers[0]), ("student", str(ctx.dir / "model.safetensors"))):
-            e = run_eval(model, test, ctx.dir / f"eval-{name}", progress=False)
-            from edgekd.models import load_checkpoint
+        from edgekd.models import load_checkpoint
 
-            ck = load_checkpoint(model) if not model.startswith("hf:") else None
+        m = json.loads(run_distil(opts, ctx.input("soft_targets"), ctx.dir, human_labels=ctx.inputs["human_labels"],
+                                  dev_manifest=ctx.inputs["dev"]).read_text())
+        e = run_eval(str(ctx.dir / "model.safetensors"), ctx.input("test"), ctx.dir / "eval-student", progress=False)
+        t_rows = json.loads(ctx.input("teacher_eval").read_text())["rows"]
+        te = next((r for r in t_rows if r.get("teacher") == 0 and r["split"] == "target_test"), None)
+        if te is None:
+            raise EdgekdError("stage distil: teacher_eval has no target_test row for the first teacher")
+        rows = []
+        for name, model in (("teacher", ctx.inputs.get("teacher0")), ("student", ctx.dir / "model.safetensors")):
+            ck = load_checkpoint(model) if model is not None else None  # an hf: teacher has no edgekd checkpoint
+            wer, cer = (te["wer_%"], te["cer_%"]) if name == "teacher" else (round(100 * e["wer"], 2), round(100 * e["cer"], 2))
             rows.append({"model": name, "params": ck.model.num_params() if ck else None,
-                         "target_test_wer_%": round(100 * e["wer"], 2), "target_test_cer_%": round(100 * e["cer"], 2),
+                         "target_test_wer_%": wer, "target_test_cer_%": cer,
                          "torch_ms_10s_1thread": round(_torch_latency_ms(ck.model), 1) if ck else None})
         (ctx.dir / "compare.table.json").write_text(json.dumps({"title": "Teacher vs student on the target test split",
                                                                  "rows": rows}))
         hist = [json.loads(l) for l in (ctx.dir / "history.jsonl").read_text().splitlines() if l.strip()]
-        _curve(ctx.dir / "curve.png", hist)
+        training_curve(ctx.dir / "curve.png", hist)
+        t_ms, s_ms = rows[0]["torch_ms_10s_1thread"], rows[1]["torch_ms_10s_1thread"]
         return StageResult(outputs={"model": "model.safetensors", "history": "history.jsonl",
                                     "compare": "compare.table.json", "curve": "curve.png"},
                            metrics={"steps": m["metrics"]["steps"], "student_params": rows[1]["params"],
                                     "teacher_params": rows[0]["params"],
-                                    "latency_ratio": (round(rows[1]["torch_ms_10s_1thread"] / rows[0]["torch_ms_10s_1thread"], 3)
-                                                      if rows[0]["torch_ms_10s_1thread"] else None),
+                                    "latency_ratio": round(s_ms / t_ms, 3) if t_ms else None,
                                     "teacher_wer_%": rows[0]["target_test_wer_%"],
                                     "student_wer_%": rows[1]["target_test_wer_%"]})
     return Stage("distil", run, {**dump_config(cfg)["distil"], "teacher": cfg.teachers[0]},
-                 deps=("pseudolabel", "review") + _synth_dep(cfg), inputs=_external(cfg, "target_test", "target_dev"))
+                 inputs={"soft_targets": Ref("pseudolabel", "soft_targets"),
+                         "human_labels": Ref("review", "labeled", optional=True),
+                         "teacher_eval": Ref("teacher_eval", "table"), "test": data(cfg, "target_test"),
+                         "dev": data(cfg, "target_dev"), **teacher_files(cfg, first_only=True)})
 
 
 def _torch_latency_ms(model, frames: int = 1000, repeats: int = 3) -> float:
@@ -202,29 +211,3 @@ def _torch_latency_ms(model, frames: int = 1000, repeats: int = 3) -> float:
             ts.append((time.perf_counter() - t) * 1000)
     torch.set_num_threads(n)
     return statistics.median(ts)
-
-
-def _curve(path: Path, hist: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3))
-    tr = [h for h in hist if "loss" in h]
-    ax[0].plot([h["step"] for h in tr], [h["loss"] for h in tr], label="total")
-    for k in ("kd", "ctc"):
-        pts = [(h["step"], h[k]) for h in tr if k in h]
-        if pts:
-            ax[0].plot(*zip(*pts), label=k, alpha=0.7)
-    ax[0].set(title="student training loss", xlabel="step")
-    ax[0].legend()
-    dev = [h for h in hist if "dev_wer" in h]
-    if dev:
-        ax[1].plot([h["step"] for h in dev], [100 * h["dev_wer"] for h in dev], "o-", label="WER")
-        ax[1].plot([h["step"] for h in dev], [100 * h["dev_cer"] for h in dev], "o-", label="CER")
-        ax[1].set(title="target dev (%)", xlabel="step")
-        ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from edgekd.config import from_dict
 from edgekd.errors import EdgekdError
 
 DEVICES_DIR = Path(os.environ.get("EDGEKD_DEVICES_DIR", Path(__file__).resolve().parents[2] / "devices"))
@@ -87,62 +87,6 @@ class Device:
                 if all(k in config and config[k] == v for k, v in kb.match.items())]
 
 
-# ------------------------------------------------------------------ strict building
-
-
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _check_type(value, args[0], where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DeviceError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DeviceError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise DeviceError(f"{where}: expected a string, got {value!r}")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise DeviceError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise DeviceError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)[:1]
-        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    raise AssertionError(f"unhandled type {tp}")
-
-
-def _build(cls, data: Any, where: str):
-    """Build dataclass `cls` from `data`; unknown or missing keys raise naming `where.key`."""
-    if not isinstance(data, dict):
-        raise DeviceError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise DeviceError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        sub = f"{where}.{name}" if where and not where.endswith(":") else f"{where} {name}"
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise DeviceError(f"{sub}: missing (required)")
-            continue
-        kwargs[name] = _check_type(data[name], hints[name], sub)
-    return cls(**kwargs)
-
-
 def _validate(dev: Device, where: str) -> None:
     def bad(key: str, msg: str):
         raise DeviceError(f"{where} {key}: {msg}")
@@ -185,7 +129,7 @@ def load_device_file(path: str | Path) -> Device:
         raise DeviceError(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise DeviceError(f"{path}: not valid YAML ({e})") from None
-    dev = _build(Device, data, where)
+    dev = from_dict(Device, data, where, error=DeviceError, exclude=("path",))
     if dev.name != path.stem:
         raise DeviceError(f"{where} name: '{dev.name}' must equal the file name '{path.stem}'")
     _validate(dev, where)

@@ -379,9 +379,3 @@ def estimate_records(model: str | Path, device: Device, *, seconds: float = 10.0
              {"note": "weights + peak live activations; excludes the runtime's own memory"}),
             ("model_size", base["model"]["size_bytes"] / mb, "MiB", {})]
     return [dict(base, metric=m, value=float(v), unit=u, extra=x) for m, v, u, x in rows]
-
-
-def top_op_types(cost: GraphCost, n: int = 8) -> list[tuple[str, dict[str, float]]]:
-    """The op types with the most MACs (then bytes): where the time goes."""
-    return sorted(cost.per_type.items(), key=lambda kv: (-kv[1]["macs"], -kv[1]["bytes"]))[:n]
-

@@ -23,6 +23,7 @@ from typing import Any
 
 from edgekd.manifest import StageManifest, iter_jsonl, sha256_file, write_jsonl
 from edgekd.profile.devices import Device, load_device
+from edgekd.records import Artifact, ProfileRecord
 
 MODES = ("estimate", "host", "ssh", "adb")
 SOURCE_OF = {"estimate": "estimated", "host": "measured-on-host", "ssh": "measured-on-device",
@@ -72,12 +73,11 @@ def _key(r: dict) -> tuple:
     return (r["model"]["sha256"], r["device"], r["source"], r.get("threads"), r.get("audio_seconds"))
 
 
-def _estimate_gap(fmt: str) -> dict | None:
-    """The known-broken entry saying the estimator cannot read `fmt`, if any. Imported here: the
-    export package loads torch, which the estimate mode loads anyway and the others need not."""
+def _known_broken(fmt: str, mode: str, runtime: str) -> list[dict]:
+    """Known-broken entries for profiling `fmt` in `mode` with `runtime` (checked before trying it)."""
     from edgekd.export.known_broken import check
 
-    return check(fmt, "estimate")
+    return check("profile", fmt, mode=mode, runtime=runtime)
 
 
 def artifact_labels(artifacts: list[Path]) -> dict[Path, str]:
@@ -118,19 +118,23 @@ def _measure(mode: str, opts: ProfileOptions, dev: Device, art: Path, out_dir: P
                      model_info=info)
 
 
-def run_profile(opts: ProfileOptions, artifacts: list[Path], out_dir: str | Path,
+def run_profile(opts: ProfileOptions, artifacts: list[Path | Artifact], out_dir: str | Path,
                 wer: dict[str, float] | None = None) -> Path:
     """Profile every artifact on every device; write results, tables, plots and the manifest.
 
-    `wer`: optional WER (fraction or %) per artifact, keyed by file name or stem, for the Pareto plots.
-    Returns the path of `manifest.json`.
+    `artifacts`: files, or `Artifact` records from export's `artifacts.json` (their label and WER
+    metadata name the rows). `wer`: optional WER (fraction or %) per artifact, keyed by label, file
+    name or stem, for the Pareto plots. Returns the path of `manifest.json`.
     """
     t0 = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     devices = [load_device(d) for d in opts.devices]
-    artifacts = [Path(a) for a in artifacts]
+    records_in = [a for a in artifacts if isinstance(a, Artifact)]
+    artifacts = [Path(a.path) if isinstance(a, Artifact) else Path(a) for a in artifacts]
     labels = artifact_labels(artifacts)
+    labels.update({Path(a.path): a.label for a in records_in})
+    wer = {**{a.label: a.metadata["wer"] for a in records_in if a.metadata.get("wer") is not None}, **(wer or {})}
     results_path = out_dir / "results.jsonl"
     old = [r for _, r in iter_jsonl(results_path)] if results_path.exists() else []
     done = {_key(r) for r in old}
@@ -151,22 +155,23 @@ def run_profile(opts: ProfileOptions, artifacts: list[Path], out_dir: str | Path
                     skipped.append({"artifact": labels[art], "device": dev.name, "mode": mode,
                                     "reason": broken[0].reason})
                     continue
-                gap = _estimate_gap(cfg["format"]) if mode == "estimate" else None
-                if gap and gap["effect"] == "fails":  # a known gap, not a failure
-                    skipped.append({"artifact": labels[art], "device": dev.name, "mode": mode, "reason": gap["reason"]})
+                gaps = [e for e in _known_broken(fmt, mode, cfg["runtime"]) if e["effect"] == "fails"]
+                if gaps:  # a known gap, not a failure
+                    skipped.append({"artifact": labels[art], "device": dev.name, "mode": mode, "reason": gaps[0]["reason"]})
                     continue
                 try:
                     digest = digest or _digest(art)
                     if (digest, dev.name, SOURCE_OF[mode], threads, opts.seconds) in done:
                         continue
                     new = _measure(mode, opts, dev, art, out_dir, labels[art])
+                    for r in new:
+                        r["model"]["artifact"] = labels[art]
+                        ProfileRecord.from_dict(r)  # validates: a malformed record never reaches results.jsonl
                 except Exception as e:  # noqa: BLE001 -- a batch job: log the failing artifact, go on
                     msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
                     errors.append({"artifact": str(art), "device": dev.name, "mode": mode,
                                    "error": f"{type(e).__name__}: {msg}"})
                     continue
-                for r in new:
-                    r["model"]["artifact"] = labels[art]
                 records += new
                 write_jsonl(results_path, records)  # after every artifact: a kill loses at most one
     write_jsonl(results_path, records)

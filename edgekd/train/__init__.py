@@ -22,7 +22,7 @@ from edgekd.manifest import StageManifest, read_manifest
 from edgekd.models import Checkpoint, load_preset
 from edgekd.models.conformer import ConformerCTC
 from edgekd.tokens import DEFAULT_TOKENS, Tokenizer
-from edgekd.train.data import (BucketBatchSampler, FeatureSet, cache_features, collate, ctc_targets, seconds,
+from edgekd.train.data import (BucketBatchSampler, FeatureSet, cache_features, collate, seconds,
                                spec_augment)
 from edgekd.train.loop import LoopOptions, dist_info, train_loop
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from edgekd.audio import AudioError, FeaturizerConfig, Quarantine, featurize, load_audio
-from edgekd.manifest import Utterance, sha256_file
+from edgekd.manifest import Utterance
 
 
 @dataclass
@@ -195,17 +194,5 @@ def spec_augment(x: torch.Tensor, lens: torch.Tensor, gen: torch.Generator, freq
     return x
 
 
-def ctc_targets(texts: list[str], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenated target ids and their lengths, as torch's ctc_loss takes them."""
-    ids = [tokenizer.encode(t or "") for t in texts]
-    return (torch.tensor([i for seq in ids for i in seq], dtype=torch.int64),
-            torch.tensor([len(s) for s in ids], dtype=torch.int64))
-
-
 def seconds(fs: FeatureSet, idx: list[int], frame_rate: float) -> float:
     return float(sum(int(fs.lengths[i]) for i in idx)) / frame_rate
-
-
-def steps_for(hours: float, max_frames: int, epochs: float, frame_rate: float = 100.0) -> int:
-    """Rough optimizer steps for `epochs` over `hours` of audio at `max_frames` per batch."""
-    return max(1, math.ceil(hours * 3600 * frame_rate * epochs / (0.85 * max_frames)))

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from edgekd.errors import EdgekdError
-from edgekd.teachers import TeacherOutput
+from edgekd.audio import SAMPLE_RATE
+from edgekd.teachers.base import TeacherOutput
 from edgekd.tokens import BLANK, DEFAULT_TOKENS
 
 
@@ -62,8 +63,9 @@ class HFCTCTeacher:
         self.tokens = DEFAULT_TOKENS
         self.groups = vocab_map(tok.get_vocab(), tok.pad_token, getattr(tok, "word_delimiter_token", "|") or "|")
         self.sample_rate = self.processor.feature_extractor.sampling_rate
-        if self.sample_rate != 16000:
-            raise EdgekdError(f"HF model {id_or_dir!r} expects {self.sample_rate} Hz; edgekd feeds 16 kHz audio")
+        self.featurizer = None  # the HF processor featurizes raw waveforms itself
+        if self.sample_rate != SAMPLE_RATE:  # pseudolabel/drift load audio at SAMPLE_RATE
+            raise EdgekdError(f"HF model {id_or_dir!r} expects {self.sample_rate} Hz; edgekd feeds {SAMPLE_RATE} Hz audio")
         stride = int(np.prod(self.model.config.conv_stride))
         self.frame_rate = self.sample_rate / stride
         self._stride = stride
@@ -77,7 +79,7 @@ class HFCTCTeacher:
 
     @torch.no_grad()
     def __call__(self, waves: list[np.ndarray]) -> TeacherOutput:
-        inputs = self.processor.feature_extractor(waves, sampling_rate=16000, return_tensors="pt", padding=True,
+        inputs = self.processor.feature_extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt", padding=True,
                                                   return_attention_mask=True)
         kwargs = {"input_values": inputs["input_values"].to(self.device)}
         if self.model.config.feat_extract_norm == "layer" and "attention_mask" in inputs:

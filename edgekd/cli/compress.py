@@ -1,7 +1,4 @@
-"""`edgekd prune | quantize | export | verify`: the compression and export commands.
-
-Kept apart from cli.py only to keep modules short; they register on the same typer app.
-"""
+"""`edgekd prune | quantize | export | verify`: the compression and export commands."""
 
 from __future__ import annotations
 
@@ -10,18 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgekd.cli import OutDir, _say, app
+from edgekd.cli._common import OutDir, options, say
 from edgekd.errors import EdgekdError
 
 
-def _opts(cls, **kw):
-    try:
-        return cls(**kw)
-    except ValueError as e:
-        raise EdgekdError(str(e)) from None
-
-
-@app.command()
 def prune(
     model: Annotated[Path, typer.Option(help="Student checkpoint (.safetensors).")],
     out: OutDir,
@@ -36,11 +25,10 @@ def prune(
     """
     from edgekd.export import PruneOptions, run_prune
 
-    opts = _opts(PruneOptions, ratio=ratio, finetune_steps=finetune_steps if pseudolabels else 0)
-    _say(str(run_prune(opts, model, out, soft_targets=pseudolabels, dev_manifest=dev)))
+    opts = options(PruneOptions, ratio=ratio, finetune_steps=finetune_steps if pseudolabels else 0)
+    say(str(run_prune(opts, model, out, soft_targets=pseudolabels, dev_manifest=dev)))
 
 
-@app.command()
 def quantize(
     model: Annotated[Path, typer.Option(help="fp32 ONNX model from `edgekd export`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
@@ -66,10 +54,9 @@ def quantize(
             raise EdgekdError("--mode int8-static needs --calib MANIFEST (real audio)")
         feat = FeaturizerConfig.from_dict(json.loads(read_metadata(model)["featurizer"]))
         cal = calibration_features(calib, feat, calib_utts)
-    _say(str(q(model, out, mode, calibration=cal)))
+    say(str(q(model, out, mode, calibration=cal)))
 
 
-@app.command("export")
 def export_cmd(
     model: Annotated[Path, typer.Option(help="Checkpoint (.safetensors) to export.")],
     test: Annotated[Path, typer.Option(help="Labeled test manifest for verification (WER, diffs).")],
@@ -88,20 +75,19 @@ def export_cmd(
     """
     from edgekd.export import ONNX_QUANT, ExportOptions, run_export
 
-    opts = _opts(ExportOptions, quantize=tuple(quant) if quant else ONNX_QUANT,
+    opts = options(ExportOptions, quantize=tuple(quant) if quant else ONNX_QUANT,
                  tflite=() if no_tflite else (tuple(tflite) if tflite else ("fp32", "int8-dynamic")),
                  tflite_window=window, waveform_graph=waveform, verify_utts=verify_utts)
     import json
 
     m = run_export(opts, model, out, test_manifest=test, calib_manifest=calib)
-    _say((Path(out) / "verify.md").read_text())
-    _say(str(m))
+    say((Path(out) / "verify.md").read_text())
+    say(str(m))
     failed = json.loads(m.read_text())["metrics"]["failed"]
     if failed:
         raise EdgekdError(f"verify: {', '.join(failed)} outside tolerance (artifacts kept in {out})")
 
 
-@app.command()
 def verify(
     model: Annotated[Path, typer.Option(help="The PyTorch checkpoint the artifacts came from.")],
     artifacts: Annotated[Path, typer.Option(help="artifacts.json written by `edgekd export`.")],
@@ -112,11 +98,12 @@ def verify(
 
     Usage: edgekd verify --model runs/student/model.safetensors --artifacts runs/export/artifacts.json --test data/corpus/target/test.jsonl
     """
-    from edgekd.export.verify import artifacts_from_json, table_md, verify as v
+    from edgekd.export.verify import table_md, verify as v
+    from edgekd.records import read_artifacts
     from edgekd.models import load_checkpoint
 
-    rows = v(load_checkpoint(model), artifacts_from_json(artifacts), test, max_utts=max_utts)
-    _say(table_md(rows))
+    rows = v(load_checkpoint(model), read_artifacts(artifacts), test, max_utts=max_utts)
+    say(table_md(rows))
     bad = [r["artifact"] for r in rows if not r["ok"]]
     if bad:
         raise EdgekdError(f"outside tolerance: {', '.join(bad)}")

@@ -1,0 +1,73 @@
+"""`edgekd distil | review export | review import`: the student and the humans who check its labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgekd.cli._common import ManifestArg, options, OutDir, say, Seed, Threads
+
+
+def distil(
+    pseudolabels: Annotated[Path, typer.Option(help="A pseudolabel output folder (soft targets + labels).")],
+    out: OutDir,
+    preset: Annotated[str, typer.Option(help="Student preset.")] = "student-xs",
+    loss: Annotated[str, typer.Option(help="kd, ctc, kd+ctc or annealing.")] = "kd+ctc",
+    temperature: Annotated[float, typer.Option(help="KD temperature.")] = 2.0,
+    ctc_weight: Annotated[float, typer.Option(help="Weight of CTC on hard labels (kd+ctc).")] = 0.3,
+    human_labels: Annotated[Optional[Path], typer.Option(help="Labeled manifest from `edgekd review import`.")] = None,
+    dev: Annotated[Optional[Path], typer.Option(help="Labeled target-domain dev manifest.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    threads: Threads = 0,
+    seed: Seed = 0,
+):
+    """Train a student conformer on a teacher's soft targets (rerun the same command to resume).
+
+    Usage: edgekd distil --pseudolabels runs/pl --out runs/student --preset student-xs --loss kd+ctc --dev data/corpus/target/dev.jsonl
+    """
+    from edgekd.distil import DistilOptions, run_distil
+    from edgekd.train.loop import LoopOptions
+
+    opts = options(DistilOptions, preset=preset, loss=loss, temperature=temperature, ctc_weight=ctc_weight,
+                             loop=options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=max(1, steps // 10),
+                                              eval_every=max(1, steps // 5), threads=threads, seed=seed))
+    say(str(run_distil(opts, pseudolabels, out, human_labels=human_labels, dev_manifest=dev)))
+
+
+review_cli = typer.Typer(no_args_is_help=True, help="Human review through Label Studio.")
+
+
+@review_cli.command("export")
+def review_export(
+    pseudolabels: Annotated[Path, typer.Option(help="A pseudolabel output folder (review.jsonl, labels.jsonl).")],
+    out: OutDir,
+    audio_url_prefix: Annotated[str, typer.Option(help="Prefix replacing audio folders in task URLs.")] = "",
+):
+    """Label Studio import JSON + labeling config for the doubtful audio.
+
+    Usage: edgekd review export --pseudolabels runs/pl --out runs/review
+    """
+    from edgekd.review import export_tasks
+
+    paths = export_tasks(pseudolabels / "review.jsonl", pseudolabels / "labels.jsonl", out, audio_url_prefix)
+    say(f"{paths['tasks']} (import into Label Studio with {paths['config']})")
+
+
+@review_cli.command("import")
+def review_import(
+    export_json: Annotated[Path, typer.Argument(help="Label Studio export JSON.")],
+    manifest: ManifestArg,
+    out: OutDir,
+):
+    """Majority-vote several annotators' answers into a labeled manifest (+ agreement stats).
+
+    Usage: edgekd review import ls_export.json -m runs/pl/review.jsonl --out runs/review
+    """
+    from edgekd.review import import_annotations
+
+    s = import_annotations(export_json, manifest, out)
+    say(f"{s['imported']}/{s['tasks']} tasks imported, {s['errors']} errors, "
+         f"{100 * s['fraction_unanimous']:.0f} % unanimous -> {out / 'labeled.jsonl'}")

@@ -1,0 +1,104 @@
+"""`edgekd train | eval | pseudolabel | drift`: train and score models, label target audio with a teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgekd.cli._common import ManifestArg, options, OutDir, say, Seed, Threads
+
+
+def train(
+    train_manifest: Annotated[Path, typer.Option("--train", help="Labeled training manifest.")],
+    out: OutDir,
+    dev: Annotated[Optional[Path], typer.Option(help="Labeled dev manifest (dev WER, best checkpoint).")] = None,
+    preset: Annotated[str, typer.Option(help="Model preset (edgekd/models/presets) or YAML path.")] = "teacher-m",
+    role: Annotated[str, typer.Option(help="Recorded in the checkpoint: teacher or student.")] = "teacher",
+    steps: Annotated[int, typer.Option(help="Optimizer steps in total (a resumed run continues to it).")] = 20000,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (2e-3 stalled CTC from scratch here).")] = 5e-4,
+    warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = 1000,
+    max_frames: Annotated[int, typer.Option(help="Padded feature frames per batch.")] = 24000,
+    eval_every: Annotated[int, typer.Option(help="Steps between dev WER evaluations.")] = 1000,
+    ckpt_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 200,
+    hours: Annotated[float, typer.Option(help="Stop after this many hours of wall time (0 = no limit).")] = 0.0,
+    init: Annotated[Optional[Path], typer.Option(help="Warm start from this checkpoint's weights.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (AVX-512 BF16 CPUs, GPUs).")] = "fp32",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Threads = 0,
+    seed: Seed = 0,
+):
+    """Train a conformer CTC model; rerun the same command to resume after a kill.
+
+    Usage: edgekd train --role teacher --preset teacher-m --train data/corpus/source/train.jsonl --dev data/corpus/source/dev.jsonl --out runs/teacher
+    """
+    from edgekd.train import TrainOptions, run_train
+    from edgekd.train.loop import LoopOptions
+
+    opts = options(TrainOptions, preset=preset, role=role, max_frames=max_frames, init=str(init or ""),
+                            loop=options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=warmup, eval_every=eval_every,
+                                             ckpt_every=ckpt_every, seed=seed, threads=threads,
+                                             time_budget_s=hours * 3600, precision=precision, device=device))
+    say(str(run_train(opts, train_manifest, dev, out)))
+
+
+def eval_cmd(
+    model: Annotated[str, typer.Option(help="Checkpoint (.safetensors) or hf:<hub id or local dir>.")],
+    manifest: ManifestArg,
+    out: OutDir,
+    beam: Annotated[int, typer.Option(help="CTC prefix beam search of this width (0 = greedy).")] = 0,
+    lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (see `edgekd lm`).")] = None,
+    alpha: Annotated[float, typer.Option(help="LM weight.")] = 0.5,
+    beta: Annotated[float, typer.Option(help="Word insertion bonus.")] = 1.0,
+):
+    """Score a model: WER/CER (jiwer; greedy CTC, or beam search + LM) and per-utterance hypotheses.
+
+    Usage: edgekd eval --model models/teacher/teacher.safetensors --manifest data/corpus/source/test.jsonl --out runs/eval
+    """
+    from edgekd.evaluate import run_eval
+
+    m = run_eval(model, manifest, out, beam=beam, lm=lm, alpha=alpha, beta=beta)
+    say(f"WER {100 * m['wer']:.2f} %  CER {100 * m['cer']:.2f} %  ({m['n']} utterances, {m['rejected']} rejected, "
+         f"{m['decoder']}) -> {out}")
+
+
+def pseudolabel(
+    manifest: ManifestArg,
+    teacher: Annotated[list[str], typer.Option(help="Teacher checkpoint or hf:<id|dir>; repeat for an ensemble.")],
+    out: OutDir,
+    weight: Annotated[Optional[list[float]], typer.Option(help="Ensemble weight per teacher (default equal).")] = None,
+    k: Annotated[int, typer.Option(help="Max tokens kept per frame.")] = 8,
+    review_fraction: Annotated[float, typer.Option(help="Lowest-confidence share routed to human review.")] = 0.1,
+    threshold: Annotated[Optional[float], typer.Option(help="Route by confidence value instead of fraction.")] = None,
+    workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+    beam: Annotated[int, typer.Option(help="1-best by beam search of this width (0 = greedy).")] = 0,
+    lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (`edgekd lm`).")] = None,
+):
+    """Soft targets (top-k posteriors), 1-best labels, confidence and routing for unlabeled audio.
+
+    Usage: edgekd pseudolabel -m data/corpus/target/train.jsonl --teacher models/teacher/teacher.safetensors --out runs/pl
+    """
+    from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
+
+    opts = options(PseudoLabelOptions, k=k, review_fraction=review_fraction, confidence_threshold=threshold,
+                                  workers=workers, beam=beam, lm=str(lm or ""))
+    say(str(run_pseudolabel(opts, manifest, teacher, out, weight or ())))
+
+
+def drift(
+    reference: Annotated[Path, typer.Option(help="Manifest of what the teacher knows (source).")],
+    current: Annotated[Path, typer.Option(help="Manifest of the new audio (target).")],
+    out: OutDir,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher for embeddings and confidence.")] = None,
+    max_utts: Annotated[int, typer.Option(help="Utterances per side (random subset beyond).")] = 300,
+):
+    """Drift report: KS per mel band, MMD on teacher embeddings, confidence; JSON + PNG + verdict.
+
+    Usage: edgekd drift --reference data/corpus/source/test.jsonl --current data/corpus/target/train.jsonl --teacher models/teacher/teacher.safetensors --out runs/drift
+    """
+    from edgekd.drift import DriftOptions, run_drift
+
+    r = run_drift(options(DriftOptions, max_utts=max_utts), reference, current, out, teacher)
+    say(f"{r['verdict']}: MMD p={r['mmd']['p_value']:.3g}, {100 * r['ks']['fraction_significant']:.0f} % of bands "
+         f"differ (KS, Bonferroni) -> {out / 'drift.json'}")
