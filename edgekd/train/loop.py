@@ -3,8 +3,13 @@
 A caller gives a model, a `loss_fn(model, batch_indices, step) -> (loss, logs)`, a sampler and a
 way to save a checkpoint; the loop does AdamW + warmup/cosine, clipping, progress, periodic dev
 scoring, checkpoints, and exact resume after a kill: model, optimizer, schedule, sampler
-position and RNG states are saved together every `ckpt_every` steps (safetensors for weights,
-`torch.load(weights_only=True)` for the rest), so a restarted run continues the same sequence.
+position and RNG states are saved together every `ckpt_every` steps, so a restarted run continues
+the same sequence. They are ONE file, `train_state.pt` (read with `torch.load(weights_only=True)`,
+so it runs no code), committed by one atomic rename: a kill at any moment leaves the previous
+step's complete state or the new one, never weights of one step with the optimizer of another.
+`last.safetensors` (the self-describing checkpoint users load) is written after it and is only a
+copy. Folders from older versions (`train_state.pt` without weights + `last.safetensors`) still
+resume: the weights then come from `last.safetensors`.
 Under `torchrun` it wraps the model in DDP (gloo on CPU) and only rank 0 writes.
 """
 
@@ -20,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from edgekd.atomic import atomic_path, fault_point
 
 STATE_FILE = "train_state.pt"
 
@@ -112,8 +119,17 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
     if state_path.exists():  # resume: everything that decides the next step comes back
         from safetensors.torch import load_file
 
-        st = torch.load(state_path, weights_only=True)
-        model.load_state_dict(load_file(str(out_dir / "last.safetensors")), strict=False)
+        try:
+            st = torch.load(state_path, weights_only=True)
+        except Exception as e:  # only a file damaged outside edgekd can get here: writes are atomic
+            from edgekd.errors import EdgekdError
+
+            raise EdgekdError(f"{state_path}: cannot resume from it ({str(e).strip().splitlines()[-1][:160] if str(e).strip() else type(e).__name__}); "
+                              f"delete it to start over") from None
+        if "model" in st:  # one-file state: weights of exactly this step
+            model.load_state_dict(st["model"])
+        else:  # older format: weights in last.safetensors beside it
+            model.load_state_dict(load_file(str(out_dir / "last.safetensors")), strict=False)
         optim.load_state_dict(st["optim"])
         sampler.load_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"])
@@ -125,12 +141,14 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
     def checkpoint():
         if rank != 0:
             return
+        state = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                 "optim": optim.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+                 "gen_rng": gen.get_state(), "step": step, "history": history, "best": best,
+                 "train_s": prior_s + time.time() - t0}
+        with atomic_path(state_path) as tmp:  # the resume point: everything in one rename
+            torch.save(state, tmp)
+        fault_point("train-between-checkpoint-files")
         save_fn(model, out_dir / "last.safetensors", {"step": step, "best": best})
-        tmp = out_dir / (STATE_FILE + ".tmp")
-        torch.save({"optim": optim.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-                    "gen_rng": gen.get_state(), "step": step, "history": history, "best": best,
-                    "train_s": prior_s + time.time() - t0}, tmp)
-        os.replace(tmp, state_path)  # weights first, then state: a kill between leaves a valid pair
 
     def evaluate():
         nonlocal best
