@@ -111,7 +111,7 @@ def _read(path: str | Path) -> tuple[dict[str, Any], dict[str, tuple[str, tuple[
                 sl = f.get_slice(k)
                 shapes[k] = (str(sl.get_dtype()), tuple(int(n) for n in sl.get_shape()))
     except Exception as e:  # safetensors raises its own error types (and OSError, ValueError)
-        raise EdgekdError(f"{path}: not a readable safetensors checkpoint ({_short(e)}); re-export or re-download it") from None
+        raise EdgekdError(f"{path}: not an edgekd safetensors checkpoint ({_short(e)}); re-export or re-download it") from None
     if meta.get("format") != "edgekd-checkpoint-1":
         raise EdgekdError(f"{path}: not an edgekd checkpoint (metadata 'format' is {meta.get('format')!r})")
     out: dict[str, Any] = dict(meta)
