@@ -33,11 +33,36 @@ def load_preset(name: str, vocab_size: int = len(DEFAULT_TOKENS), n_mels: int = 
     path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
     if not path.exists():
         raise EdgekdError(f"Unknown model preset '{name}'. Known: {', '.join(preset_names())}")
-    d = yaml.safe_load(path.read_text()) or {}
+    try:  # safe_load: a YAML tag cannot construct Python objects or run code
+        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise EdgekdError(f"preset {path}: not a readable YAML file ({why})") from None
+    if not isinstance(d, dict):
+        raise EdgekdError(f"preset {path}: expected a mapping of model dims, got {type(d).__name__}")
+    return _dims({"vocab_size": vocab_size, "n_mels": n_mels, **d}, f"preset {path}")
+
+
+def _dims(d: dict, where: str) -> ConformerDims:
+    """ConformerDims from untrusted data: every value of the type and sign the model needs, so
+    a bad file stops here with its name instead of deep inside the model's constructor."""
+    if not isinstance(d, dict):
+        raise EdgekdError(f"{where}: model dims must be a mapping, got {type(d).__name__}")
+    defaults = ConformerDims()
+    for k, v in d.items():
+        ref = getattr(defaults, k, None)
+        if isinstance(ref, tuple):
+            ok = isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        elif isinstance(ref, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+        else:
+            ok = ref is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        if not ok:
+            raise EdgekdError(f"{where}: model dim {k}={v!r} is not a valid {type(ref).__name__}")
     try:
-        return ConformerDims.from_dict({"vocab_size": vocab_size, "n_mels": n_mels, **d})
+        return ConformerDims.from_dict(d)
     except (ValueError, TypeError) as e:
-        raise EdgekdError(f"preset {path}: {e}") from None
+        raise EdgekdError(f"{where}: {e}") from None
 
 
 @dataclass
@@ -172,8 +197,8 @@ def load_checkpoint(path: str | Path, *, featurizer: FeaturizerConfig | None = N
     from safetensors.torch import load_file
 
     meta, shapes = _read(path)
+    dims = _dims(meta["dims"], str(path))
     try:
-        dims = ConformerDims.from_dict(meta["dims"])
         feat = FeaturizerConfig.from_dict(meta["featurizer"])
         toks = tuple(str(t) for t in meta["tokens"])
     except (ValueError, TypeError) as e:
