@@ -52,6 +52,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def ensure_dir(folder: str | Path) -> Path:
+    """mkdir -p, with a read-only or full disk as one WriteError line instead of a traceback."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(folder, e) from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path` to write to; commit it onto `path` on success.
@@ -59,10 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temp name keeps the final suffix because some writers (np.save, np.savez) append one.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(path.parent, e) from None
+    ensure_dir(path.parent)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp

@@ -221,12 +221,14 @@ def _claim(out: Path, fp: dict) -> None:
     """Write `resume.json` into a fresh folder, or check that an existing one is this run's.
 
     Resuming another run's shards would mix two label sets (utterances missing, shards of
-    another k), so anything else is refused with one line saying what differs.
+    another k), so anything else is refused with one line saying what differs. A folder with no
+    shard yet holds no work to lose and is simply claimed again.
     """
     from edgekd.atomic import atomic_write
 
     path = out / "resume.json"
-    if path.exists():
+    started = out.is_dir() and any(out.glob("shard-*"))
+    if path.exists() and started:
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -235,7 +237,7 @@ def _claim(out: Path, fp: dict) -> None:
             return
         raise EdgekdError(f"{out}: holds pseudolabels of another run ({_differences(old, fp)}); "
                           f"use a new --out, or delete the folder to start over")
-    if out.is_dir() and any(out.glob("shard-*")):
+    if started:
         raise EdgekdError(f"{out}: holds shards without a resume.json (an older edgekd or another run); "
                           f"use a new --out, or delete the folder to start over")
     atomic_write(path, json.dumps(fp, indent=1, sort_keys=True) + "\n")
@@ -256,11 +258,11 @@ def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: li
     out = Path(out_dir)
     t_start = time.time()
     utts = sorted(read_manifest(manifest), key=lambda u: (-(u.duration or 0), u.id))
+    probe = Ensemble(list(teachers), list(weights))  # fail fast on bad teachers before any work
     _claim(out, _fingerprint(opts, manifest, teachers, weights))
     rows = [{"id": u.id, "audio": u.audio, "duration": u.duration} for u in utts]
     shards = [rows[s : s + opts.shard_utts] for s in range(0, len(rows), opts.shard_utts)]
     todo = [(i, sh, opts, str(out)) for i, sh in enumerate(shards) if not (out / f"shard-{i:05d}.npz").exists()]
-    probe = Ensemble(list(teachers), list(weights))  # fail fast on bad teachers before any work
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="pseudolabel", unit="shard",
                disable=not progress)
     done_new = 0

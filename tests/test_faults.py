@@ -420,8 +420,12 @@ def test_hostile_checkpoints_are_one_line_and_build_nothing(good_ckpt, tmp_path,
         _count("inputs_tried")
     assert all(n < 100 for n in built), "a model was built from metadata the tensors do not back"
     assert load_checkpoint(good_ckpt).dims.n_layers == 2  # the good one still loads
-    r = _cli("eval", "-m", tmp_path / "nope.jsonl", "--teacher", bad["n_layers_2000"], "--out", tmp_path / "e")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    from edgekd.manifest import Utterance, write_manifest
+
+    write_manifest(tmp_path / "m.jsonl", [Utterance(id="a", audio=str(_wav(tmp_path / "a.wav", _speech(SR))))])
+    r = _cli("pseudolabel", "-m", tmp_path / "m.jsonl", "--teacher", bad["n_layers_2000"], "--out", tmp_path / "pl")
+    _one_line_error(r, "2000 layers", "n_layers_2000.safetensors")
+    assert not (tmp_path / "pl").exists()  # a failed start claims no folder
 
 
 @pytest.mark.parametrize("text", ["!!python/object/apply:os.system ['touch pwned']", "- a\n- b\n",
@@ -481,3 +485,293 @@ def test_remote_argv_ends_options_before_host():
     assert s[s.index("--") + 1] == "pi@raspberrypi.local" and s[-1] == "true"
     c = t.scp_cmd(["-weird-local-file"], "pi@raspberrypi.local:x")
     assert c.index("--") < c.index("-weird-local-file")
+
+
+# ------------------------------------------------------------------ SIGKILL and resume
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from edgekd.synth import SynthOptions, run_synth
+
+    d = tmp_path_factory.mktemp("corpus")
+    run_synth(SynthOptions(seed=3, hours_source=0.006, hours_target=0.004, min_split_utts=2, piper_fraction=0.0),
+              d, progress=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.tokens import DEFAULT_TOKENS
+
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
+    return p
+
+
+def _launch(argv: list, log: Path, pause: str = "") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *map(str, argv)], stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            env={**ENV, "EDGEKD_FAULT_PAUSE": pause}, cwd=ROOT)
+
+
+def _wait_for(p: subprocess.Popen, log: Path, what, timeout: float = 120) -> bool:
+    """True once `what` (a text in the process's stderr, or a predicate) holds; False if it exited first."""
+    seen = what if callable(what) else (lambda: what in log.read_text(errors="replace"))
+    end = time.time() + timeout
+    while time.time() < end:
+        if seen():
+            return True
+        if p.poll() is not None:
+            return seen()
+        time.sleep(0.02)
+    raise AssertionError(f"no {what!r} within {timeout} s: {log.read_text()[-2000:]}")
+
+
+def _kill_chain(argv: list, log: Path, point: str, started, plan: list[str], seed: int,
+                on_kill=None) -> int:
+    """Run `argv` to completion through SIGKILLs: 'between' kills at the fault point, 'random' at a
+    random moment after `started` shows in stderr. Returns the number of real kills."""
+    rng = random.Random(seed)
+    kills = 0
+    for kind in plan:
+        p = _launch(argv, log, pause=f"{point}:60" if kind == "between" else "")
+        hit = _wait_for(p, log, "edgekd-fault-point" if kind == "between" else started)
+        if kind == "random" and hit:
+            time.sleep(rng.uniform(0.0, 1.0))
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            assert p.wait(30) == -signal.SIGKILL
+            kills += 1
+            _count(f"kill_points_{kind}")
+            if on_kill:
+                on_kill(kind)
+        else:
+            assert p.returncode == 0, log.read_text()[-3000:]
+    p = _launch(argv, log)
+    assert p.wait(300) == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+    return kills
+
+
+def _train_argv(corpus: Path, out: Path) -> list:
+    return ["-m", "edgekd.cli", "train", "--train", corpus / "source/train.jsonl", "--out", out, "--preset", "tiny",
+            "--steps", "40", "--lr", "3e-3", "--warmup", "5", "--max-frames", "3000", "--eval-every", "0",
+            "--ckpt-every", "2", "--threads", "1"]
+
+
+def _same_training(a: Path, b: Path) -> None:
+    from safetensors.torch import load_file
+
+    for name in ("last.safetensors", "model.safetensors"):
+        x, y = load_file(str(a / name)), load_file(str(b / name))
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), (name, k)
+    sa, sb = (torch.load(d / "train_state.pt", weights_only=True) for d in (a, b))
+    assert sa["step"] == sb["step"] and sa["sampler"] == sb["sampler"]
+    for (ka, va), (kb, vb) in zip(sa["optim"]["state"].items(), sb["optim"]["state"].items()):
+        assert all(torch.equal(va[s], vb[s]) for s in va), ka
+    assert torch.equal(sa["torch_rng"], sb["torch_rng"]) and torch.equal(sa["gen_rng"], sb["gen_rng"])
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("train_s", "audio_s_per_s")} for e in h]  # noqa: E731
+    assert strip(sa["history"]) == strip(sb["history"])
+
+
+def test_train_sigkill_anywhere_resumes_tensor_identical(corpus, tmp_path):
+    from safetensors import safe_open
+
+    p = _launch(_train_argv(corpus, tmp_path / "full"), tmp_path / "full.log")
+    assert p.wait(300) == 0, (tmp_path / "full.log").read_text()[-3000:]
+    out = tmp_path / "killed"
+    windows = []
+
+    def check_window(kind):  # the kill between the two files left them at different steps
+        if kind == "between":
+            st = torch.load(out / "train_state.pt", weights_only=True)
+            last = out / "last.safetensors"
+            step = json.loads(safe_open(str(last), "pt").metadata()["train"])["step"] if last.exists() else -1
+            windows.append((st["step"], step))
+
+    kills = _kill_chain(_train_argv(corpus, out), tmp_path / "killed.log", "train-between-checkpoint-files",
+                        "train:", ["between", "random", "between", "random", "between"], seed=5,
+                        on_kill=check_window)
+    # the window was hit: the state file already at the new step, last.safetensors still older
+    assert kills >= 4 and len(windows) == 3 and sum(s > l for s, l in windows) >= 2, windows
+    _same_training(tmp_path / "full", out)
+    _count("identical_resumes")
+    assert not _leftovers(out)
+
+
+def test_train_resumes_a_folder_of_the_old_two_file_format(corpus, tmp_path):
+    """Folders written before train_state.pt held the weights (weights in last.safetensors only)."""
+    from safetensors.torch import save_file
+
+    t0 = time.time()
+    p = _launch(_train_argv(corpus, tmp_path / "full"), tmp_path / "full.log")
+    assert p.wait(300) == 0
+    print("full took", time.time() - t0)
+    out = tmp_path / "old"
+    p = _launch(_train_argv(corpus, out), tmp_path / "old.log", pause="train-between-checkpoint-files:60")
+    _wait_for(p, tmp_path / "old.log", "edgekd-fault-point")
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    save_file(st.pop("model"), str(out / "last.safetensors"))  # the old pair: exact weights, state without them
+    torch.save(st, out / "train_state.pt")
+    t0 = time.time()
+    p = _launch(_train_argv(corpus, out), tmp_path / "old.log")
+    assert p.wait(300) == 0, (tmp_path / "old.log").read_text()[-3000:]
+    print("old-format resume took", time.time() - t0)
+    _same_training(tmp_path / "full", out)
+    _count("identical_resumes")
+
+
+_PL_DRIVER = ("import sys, torch; torch.set_num_threads(1)\n"
+              "from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel\n"
+              "run_pseudolabel(PseudoLabelOptions(shard_utts=1, workers=1, k=int(sys.argv[4])), sys.argv[1], "
+              "[sys.argv[2]], sys.argv[3], progress=False)\n"
+              "print('pseudolabel: done', file=sys.stderr)\n")
+
+
+def _pl_outputs(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())
+            if p.suffix in (".npz", ".jsonl") or p.name in ("index.json", "meta.json", "resume.json")}
+
+
+def test_pseudolabel_sigkill_anywhere_resumes_byte_identical(corpus, teacher, tmp_path):
+    from edgekd.manifest import read_manifest
+
+    manifest = corpus / "target/train.jsonl"
+    assert len(read_manifest(manifest)) >= 4  # >= 4 shards of 1
+    argv = lambda out, k=8: ["-c", _PL_DRIVER, manifest, teacher, out, k]  # noqa: E731
+    p = _launch(argv(tmp_path / "full"), tmp_path / "full.log")
+    assert p.wait(300) == 0, (tmp_path / "full.log").read_text()[-3000:]
+    out = tmp_path / "killed"
+    kills = _kill_chain(argv(out), tmp_path / "killed.log", "pseudolabel-between-shard-files",
+                        lambda: (out / "resume.json").exists(),
+                        ["between", "random", "between"], seed=9)
+    assert kills >= 2
+    assert _pl_outputs(tmp_path / "full") == _pl_outputs(out)
+    _count("identical_resumes")
+    assert not _leftovers(out)
+
+    # resuming into it with another manifest or other options: one line, the folder untouched
+    before = _pl_outputs(out)
+    from edgekd.manifest import write_manifest
+
+    other = write_manifest(tmp_path / "other.jsonl", read_manifest(manifest)[:-1])
+    r = _cli("pseudolabel", "-m", other, "--teacher", teacher, "--out", out, "--workers", "1")
+    _one_line_error(r, str(out), "another run", "manifest", "new --out")
+    r = _cli("pseudolabel", "-m", manifest, "--teacher", teacher, "--out", out, "--workers", "1", "--k", "2")
+    _one_line_error(r, "k 8 -> 2")
+    assert _pl_outputs(out) == before
+
+
+# ------------------------------------------------------------------ read-only and full disks
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 2 MB tmpfs (root only): the real ENOSPC and EROFS, not a simulation."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]}); the injected-fault test covers it")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path) -> None:
+    with open(mnt / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_full_disk_one_line_and_no_temp_files(tmpfs, corpus, teacher, tmp_path):
+    good, bad = build_corpus(tmp_path / "in")
+    _fill(tmpfs)
+    runs = {"import": ("import", tmp_path / "in", "--out", tmpfs / "imp/m.jsonl"),
+            "pseudolabel": ("pseudolabel", "-m", corpus / "target/train.jsonl", "--teacher", teacher,
+                            "--out", tmpfs / "pl", "--workers", "1"),
+            "train": ("train", "--train", corpus / "source/train.jsonl", "--out", tmpfs / "tr/run", "--preset",
+                      "tiny", "--steps", "2", "--threads", "1"),
+            "synth": ("synth", "--out", tmpfs / "syn", "--hours-source", "0.0005", "--hours-target", "0.0005",
+                      "--piper-fraction", "0")}
+    for name, args in runs.items():
+        r = _cli(*args)
+        _one_line_error(r, "No space left on device", "free space")
+        _count("disk_full_runs")
+    assert not _leftovers(tmpfs), _leftovers(tmpfs)
+    assert not [p for p in tmpfs.rglob("*.wav") if p.stat().st_size == 0]
+    _count("leftovers", len(_leftovers(tmpfs)))
+
+
+def test_read_only_output_one_line(tmpfs, corpus, teacher, tmp_path):
+    good, bad = build_corpus(tmp_path / "in")
+    (tmpfs / "ro").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    for args in (("import", tmp_path / "in", "--out", tmpfs / "ro/m.jsonl"),
+                 ("pseudolabel", "-m", corpus / "target/train.jsonl", "--teacher", teacher, "--out", tmpfs / "ro/pl"),
+                 ("synth", "--out", tmpfs / "ro/syn", "--hours-source", "0.0005", "--hours-target", "0.0005")):
+        _one_line_error(_cli(*args), "Read-only file system", "another --out")
+        _count("read_only_runs")
+
+
+def _writers(tmp_path: Path, good_ckpt_path: Path):
+    """Every kind of output file edgekd writes, each as a callable writing `target`."""
+    from edgekd.audio import FeaturizerConfig, Quarantine
+    from edgekd.manifest import StageManifest, Utterance, write_jsonl, write_manifest
+    from edgekd.models import load_checkpoint
+    from edgekd.softtargets import encode_topk, write_shard
+    from edgekd.train.data import cache_features
+
+    wav = _wav(tmp_path / "src/a.wav", _speech(SR))
+    utt = Utterance(id="a", audio=str(wav), text="a")
+    lp = np.log(np.full((4, 29), 1 / 29, np.float32))
+    ck = load_checkpoint(good_ckpt_path)
+    return {
+        "jsonl": (tmp_path / "w/x.jsonl", lambda t: write_jsonl(t, [{"a": 1}])),
+        "jsonl.gz": (tmp_path / "w/x.jsonl.gz", lambda t: write_jsonl(t, [{"a": 1}])),
+        "manifest": (tmp_path / "w/m.jsonl", lambda t: write_manifest(t, [utt])),
+        "stage_manifest": (tmp_path / "w/manifest.json", lambda t: StageManifest("s", {}).save(t.parent)),
+        "checkpoint": (tmp_path / "w/c.safetensors", lambda t: ck.save(t)),
+        "shard": (tmp_path / "w/shard-00000.npz", lambda t: write_shard(t.parent, 0, [("a", encode_topk(lp))])),
+        "quarantine": (tmp_path / "w/rejected.jsonl", lambda t: Quarantine(t, "x").add("a", "a.wav", "bad")),
+        "feature_cache": (tmp_path / "w/cache", lambda t: cache_features([utt], FeaturizerConfig(), t, progress=False)),
+    }
+
+
+def test_injected_enospc_at_every_writer(good_ckpt, tmp_path, monkeypatch):
+    """Where no tmpfs can be mounted: the OS's ENOSPC injected at the fsync every write passes
+    through. The old file stays whole, no temp file stays, the error is one line naming the file."""
+    import errno as errno_mod
+
+    import edgekd.atomic as atomic
+
+    writers = _writers(tmp_path, good_ckpt)
+    for name, (target, write) in writers.items():
+        if target.suffix and name != "feature_cache":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"OLD")
+
+    def no_space(fd):
+        raise OSError(errno_mod.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
+    for name, (target, write) in writers.items():
+        with pytest.raises(atomic.WriteError) as ei:
+            write(target)
+        msg = str(ei.value)
+        assert "No space left on device" in msg and "\n" not in msg and str(target.parent) in msg, (name, msg)
+        if target.suffix and name != "feature_cache":
+            assert target.read_bytes() == b"OLD", name
+        _count("enospc_writers")
+    assert not _leftovers(tmp_path), _leftovers(tmp_path)

@@ -189,8 +189,9 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
     """Make the corpus; returns the path of `out_dir/manifest.json`."""
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from edgekd.atomic import ensure_dir
+
+    out_dir = ensure_dir(out_dir)
     opts = _usable(opts, progress)
     if opts.text == "open":  # read the text once here: forked workers inherit it (~7 s each otherwise)
         from edgekd.synth import opentext

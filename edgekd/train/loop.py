@@ -115,6 +115,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.98))
     step, history, best, prior_s = 0, [], {"wer": float("inf"), "step": -1}, 0.0
+    resumed_acc: tuple[dict, int] = ({}, 0)
     state_path = out_dir / STATE_FILE
     if state_path.exists():  # resume: everything that decides the next step comes back
         from safetensors.torch import load_file
@@ -136,6 +137,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
         gen.set_state(st["gen_rng"])
         step, history, best = st["step"], st["history"], st["best"]
         prior_s = float(st.get("train_s", 0.0))  # wall time of earlier legs: a resumed run reports the total
+        resumed_acc = (dict(st.get("logs_acc", {})), int(st.get("n_acc", 0)))
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def checkpoint():
@@ -144,7 +146,10 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
         state = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                  "optim": optim.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
                  "gen_rng": gen.get_state(), "step": step, "history": history, "best": best,
-                 "train_s": prior_s + time.time() - t0}
+                 "train_s": prior_s + time.time() - t0,
+                 # the partial means of the next history entry: without them a resumed run logs
+                 # the mean of fewer steps than an uninterrupted one
+                 "logs_acc": dict(logs_acc), "n_acc": n_acc}
         with atomic_path(state_path) as tmp:  # the resume point: everything in one rename
             torch.save(state, tmp)
         fault_point("train-between-checkpoint-files")
@@ -167,7 +172,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
 
     model.train()
     t0 = time.time()
-    audio_s, logs_acc, n_acc = 0.0, {}, 0
+    audio_s, (logs_acc, n_acc) = 0.0, resumed_acc
     bar = tqdm(total=opts.max_steps, initial=step, desc="train", disable=not opts.progress or rank != 0)
     it = iter(sampler)
     while step < opts.max_steps:
