@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ def _report_counts():
     print("\nfault suite counts:", json.dumps(COUNTS, sort_keys=True))
 
 
-def _cli(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
+def _cli(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
     r = subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True, text=True,
                        env={**ENV, **(env or {})}, timeout=timeout, cwd=ROOT)
     _count("cli_runs")
@@ -198,16 +197,15 @@ def test_bad_audio_corpus_via_cli(tmp_path):
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
     _check_import(out, good, bad)
     assert not (tmp_path / "pwned").exists() and not (ROOT / "pwned").exists()
-    first = (out.parent / "rejected.jsonl").read_bytes()
-    r = _cli("import", tmp_path / "in", "--out", out)  # a rerun rewrites, never appends
-    assert r.returncode == 0 and (out.parent / "rejected.jsonl").read_bytes() == first
-    # a file fixed since the last run leaves rejected.jsonl
+    first = (out.parent / "rejected.jsonl").read_text().splitlines()
+    # a rerun rewrites rejected.jsonl, never appends; a file fixed since the last run leaves it
     os.unlink(tmp_path / "in/dangling.wav")
     _wav(tmp_path / "in/dangling.wav", _speech(SR, seed=30))
     assert _cli("import", tmp_path / "in", "--out", out).returncode == 0
     good.add("dangling")
     del bad["dangling"]
     _check_import(out, good, bad)
+    assert (out.parent / "rejected.jsonl").read_text().splitlines() == [l for l in first if '"dangling"' not in l]
     assert not _leftovers(tmp_path / "out")
 
 
@@ -518,7 +516,7 @@ def _launch(argv: list, log: Path, pause: str = "") -> subprocess.Popen:
                             env={**ENV, "EDGEKD_FAULT_PAUSE": pause}, cwd=ROOT)
 
 
-def _wait_for(p: subprocess.Popen, log: Path, what, timeout: float = 120) -> bool:
+def _wait_for(p: subprocess.Popen, log: Path, what, timeout: float = 900) -> bool:
     """True once `what` (a text in the process's stderr, or a predicate) holds; False if it exited first."""
     seen = what if callable(what) else (lambda: what in log.read_text(errors="replace"))
     end = time.time() + timeout
@@ -538,7 +536,7 @@ def _kill_chain(argv: list, log: Path, point: str, started, plan: list[str], see
     rng = random.Random(seed)
     kills = 0
     for kind in plan:
-        p = _launch(argv, log, pause=f"{point}:60" if kind == "between" else "")
+        p = _launch(argv, log, pause=f"{point}:900" if kind == "between" else "")
         hit = _wait_for(p, log, "edgekd-fault-point" if kind == "between" else started)
         if kind == "random" and hit:
             time.sleep(rng.uniform(0.0, 1.0))
@@ -552,7 +550,7 @@ def _kill_chain(argv: list, log: Path, point: str, started, plan: list[str], see
         else:
             assert p.returncode == 0, log.read_text()[-3000:]
     p = _launch(argv, log)
-    assert p.wait(300) == 0, log.read_text()[-3000:]
+    assert p.wait(900) == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
     return kills
 
@@ -563,7 +561,7 @@ def _train_argv(corpus: Path, out: Path) -> list:
             "--ckpt-every", "2", "--threads", "1"]
 
 
-def _same_training(a: Path, b: Path) -> None:
+def _same_training(a: Path, b: Path, history: bool = True) -> None:
     from safetensors.torch import load_file
 
     for name in ("last.safetensors", "model.safetensors"):
@@ -577,14 +575,21 @@ def _same_training(a: Path, b: Path) -> None:
         assert all(torch.equal(va[s], vb[s]) for s in va), ka
     assert torch.equal(sa["torch_rng"], sb["torch_rng"]) and torch.equal(sa["gen_rng"], sb["gen_rng"])
     strip = lambda h: [{k: v for k, v in e.items() if k not in ("train_s", "audio_s_per_s")} for e in h]  # noqa: E731
-    assert strip(sa["history"]) == strip(sb["history"])
+    assert not history or strip(sa["history"]) == strip(sb["history"])
 
 
-def test_train_sigkill_anywhere_resumes_tensor_identical(corpus, tmp_path):
+@pytest.fixture(scope="module")
+def train_full(corpus, tmp_path_factory):
+    """The uninterrupted run every resumed one must equal."""
+    d = tmp_path_factory.mktemp("train")
+    p = _launch(_train_argv(corpus, d / "full"), d / "full.log")
+    assert p.wait(900) == 0, (d / "full.log").read_text()[-3000:]
+    return d / "full"
+
+
+def test_train_sigkill_anywhere_resumes_tensor_identical(corpus, train_full, tmp_path):
     from safetensors import safe_open
 
-    p = _launch(_train_argv(corpus, tmp_path / "full"), tmp_path / "full.log")
-    assert p.wait(300) == 0, (tmp_path / "full.log").read_text()[-3000:]
     out = tmp_path / "killed"
     windows = []
 
@@ -596,36 +601,31 @@ def test_train_sigkill_anywhere_resumes_tensor_identical(corpus, tmp_path):
             windows.append((st["step"], step))
 
     kills = _kill_chain(_train_argv(corpus, out), tmp_path / "killed.log", "train-between-checkpoint-files",
-                        "train:", ["between", "random", "between", "random", "between"], seed=5,
+                        "train:", ["between", "random", "between", "random"], seed=5,
                         on_kill=check_window)
     # the window was hit: the state file already at the new step, last.safetensors still older
-    assert kills >= 4 and len(windows) == 3 and sum(s > l for s, l in windows) >= 2, windows
-    _same_training(tmp_path / "full", out)
+    assert kills >= 3 and len(windows) == 2 and all(s > l for s, l in windows), windows
+    _same_training(train_full, out)
     _count("identical_resumes")
     assert not _leftovers(out)
 
 
-def test_train_resumes_a_folder_of_the_old_two_file_format(corpus, tmp_path):
+def test_train_resumes_a_folder_of_the_old_two_file_format(corpus, train_full, tmp_path):
     """Folders written before train_state.pt held the weights (weights in last.safetensors only)."""
     from safetensors.torch import save_file
 
-    t0 = time.time()
-    p = _launch(_train_argv(corpus, tmp_path / "full"), tmp_path / "full.log")
-    assert p.wait(300) == 0
-    print("full took", time.time() - t0)
     out = tmp_path / "old"
-    p = _launch(_train_argv(corpus, out), tmp_path / "old.log", pause="train-between-checkpoint-files:60")
+    p = _launch(_train_argv(corpus, out), tmp_path / "old.log", pause="train-between-checkpoint-files:900")
     _wait_for(p, tmp_path / "old.log", "edgekd-fault-point")
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     st = torch.load(out / "train_state.pt", weights_only=True)
     save_file(st.pop("model"), str(out / "last.safetensors"))  # the old pair: exact weights, state without them
+    st.pop("logs_acc"), st.pop("n_acc")  # nor partial log means: history may differ, tensors may not
     torch.save(st, out / "train_state.pt")
-    t0 = time.time()
     p = _launch(_train_argv(corpus, out), tmp_path / "old.log")
-    assert p.wait(300) == 0, (tmp_path / "old.log").read_text()[-3000:]
-    print("old-format resume took", time.time() - t0)
-    _same_training(tmp_path / "full", out)
+    assert p.wait(900) == 0, (tmp_path / "old.log").read_text()[-3000:]
+    _same_training(train_full, out, history=False)
     _count("identical_resumes")
 
 
@@ -648,7 +648,7 @@ def test_pseudolabel_sigkill_anywhere_resumes_byte_identical(corpus, teacher, tm
     assert len(read_manifest(manifest)) >= 4  # >= 4 shards of 1
     argv = lambda out, k=8: ["-c", _PL_DRIVER, manifest, teacher, out, k]  # noqa: E731
     p = _launch(argv(tmp_path / "full"), tmp_path / "full.log")
-    assert p.wait(300) == 0, (tmp_path / "full.log").read_text()[-3000:]
+    assert p.wait(900) == 0, (tmp_path / "full.log").read_text()[-3000:]
     out = tmp_path / "killed"
     kills = _kill_chain(argv(out), tmp_path / "killed.log", "pseudolabel-between-shard-files",
                         lambda: (out / "resume.json").exists(),
@@ -719,8 +719,7 @@ def test_read_only_output_one_line(tmpfs, corpus, teacher, tmp_path):
     (tmpfs / "ro").mkdir()
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     for args in (("import", tmp_path / "in", "--out", tmpfs / "ro/m.jsonl"),
-                 ("pseudolabel", "-m", corpus / "target/train.jsonl", "--teacher", teacher, "--out", tmpfs / "ro/pl"),
-                 ("synth", "--out", tmpfs / "ro/syn", "--hours-source", "0.0005", "--hours-target", "0.0005")):
+                 ("pseudolabel", "-m", corpus / "target/train.jsonl", "--teacher", teacher, "--out", tmpfs / "ro/pl")):
         _one_line_error(_cli(*args), "Read-only file system", "another --out")
         _count("read_only_runs")
 
