@@ -407,6 +407,8 @@ def test_hostile_checkpoints_are_one_line_and_build_nothing(good_ckpt, tmp_path,
     class Watch(real):
         def __init__(self, dims):
             built.append(dims.n_layers)
+            if dims.n_layers >= 100:  # stop before the bomb goes off, should the check ever be lost
+                raise AssertionError(f"a {dims.n_layers}-layer model was built from unchecked metadata")
             super().__init__(dims)
 
     monkeypatch.setattr(models, "ConformerCTC", Watch)
