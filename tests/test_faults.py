@@ -597,17 +597,17 @@ def test_train_sigkill_anywhere_resumes_tensor_identical(corpus, train_full, tmp
 
     def check_window(kind):  # the kill between the two files left them at different steps
         if kind == "between":
-            st = torch.load(out / "train_state.pt", weights_only=True)
-            last = out / "last.safetensors"
+            state, last = out / "train_state.pt", out / "last.safetensors"
+            s = torch.load(state, weights_only=True)["step"] if state.exists() else -1
             step = json.loads(safe_open(str(last), "pt").metadata()["train"])["step"] if last.exists() else -1
-            windows.append((st["step"], step))
+            windows.append((s, step))
 
     kills = _kill_chain(_train_argv(corpus, out), tmp_path / "killed.log", "train-between-checkpoint-files",
                         "train:", ["between", "random", "between", "random"], seed=5,
                         on_kill=check_window)
-    # the window was hit: the state file already at the new step, last.safetensors still older
-    assert kills >= 3 and len(windows) == 2 and all(s > l for s, l in windows), windows
     _same_training(train_full, out)
+    # and the window was hit: the state file already at the new step, last.safetensors still older
+    assert kills >= 3 and len(windows) == 2 and all(s > l for s, l in windows), windows
     _count("identical_resumes")
     assert not _leftovers(out)
 
