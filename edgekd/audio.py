@@ -8,9 +8,11 @@ model and its features cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +170,12 @@ class Featurizer(torch.nn.Module):
 
 
 def probe(path: str | Path) -> dict[str, Any]:
-    """Header facts (duration, sample_rate, channels) without decoding; AudioError if unreadable."""
+    """Header facts (duration, sample_rate, channels) without decoding; AudioError if unreadable.
+
+    A WAV whose data chunk is shorter than its header says is "truncated": libsndfile would
+    silently decode the part that is there, and a cut-off utterance with its full transcript
+    teaches a model wrong alignments.
+    """
     import soundfile as sf
 
     path = Path(path)
@@ -177,19 +184,57 @@ def probe(path: str | Path) -> dict[str, Any]:
         info = sf.info(str(path))
     except Exception as e:  # libsndfile's errors are RuntimeError/LibsndfileError with a message
         raise AudioError(path, "unreadable", _short(e)) from None
-    if info.frames <= 0:
+    if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, "empty", "no samples")
+    if info.format in ("WAV", "WAVEX"):
+        short = _wav_shortfall(path)
+        if short:
+            raise AudioError(path, "truncated", short)
     return {"duration": info.frames / info.samplerate, "sample_rate": info.samplerate, "channels": info.channels}
 
 
+def _wav_shortfall(path: Path) -> str:
+    """'' if the RIFF data chunk is complete, else how much is missing (reads chunk headers only)."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if f.read(4) != b"RIFF" or len(f.read(4)) < 4 or f.read(4) != b"WAVE":
+                return ""  # RF64 / odd variants: leave them to libsndfile
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, n = struct.unpack("<4sI", f.read(8))
+                if cid == b"data":
+                    # 0 and 0xFFFFFFFF are "unknown" sizes written by streaming recorders
+                    if n not in (0, 0xFFFFFFFF) and size - pos - 8 < n:
+                        return f"data chunk declares {n} bytes, file holds {size - pos - 8}"
+                    return ""
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return ""
+    return ""
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioError(path, "missing", "no such file")
-    if not path.is_file():
-        raise AudioError(path, "not-a-file")
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise AudioError(path, "symlink-loop", "the link points back to itself") from None
+            raise AudioError(path, "dangling-link", f"the link target {os.readlink(path)} does not exist") from None
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        reason = "symlink-loop" if e.errno == errno.ELOOP else "missing"
+        raise AudioError(path, reason, e.strerror or "no such file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError(path, "not-a-file", "a folder or device, not an audio file")
     if not os.access(path, os.R_OK):
         raise AudioError(path, "permission-denied", "file is not readable")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise AudioError(path, "empty", "0 bytes")
 
 
@@ -209,7 +254,10 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, max_duration
     import soundfile as sf
 
     path = Path(path)
-    _check_file(path)
+    info = probe(path)
+    # judge the length from the header BEFORE decoding: a 1-hour file would cost ~0.5 GB to decode
+    if info["duration"] > max_duration:
+        raise AudioError(path, "too-long", f"{info['duration']:.1f} s > {max_duration:.0f} s")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
@@ -236,33 +284,76 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, max_duration
 class Quarantine:
     """Collects rejected items as `rejected.jsonl` lines {id, audio, reason, detail, stage}.
 
-    Appends immediately (one line per reject, flushed) so a crash loses nothing already judged.
+    One line per (stage, id, audio): judging an item again replaces its line, and `forget`
+    drops the line of an item that is now good, so rerunning a stage never duplicates or keeps
+    stale lines, while lines of other runs sharing the file (another manifest imported into the
+    same folder, another stage) are kept. The file is rewritten atomically after every change,
+    so a crash loses nothing already judged.
     """
 
     def __init__(self, path: str | Path, stage: str):
         self.path = Path(path)
         self.stage = stage
         self.count = 0
+        self._recs: dict[tuple, dict] = {}
+        if self.path.exists():
+            try:
+                lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                lines = []
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn line from an older, appending edgekd: drop it
+                if isinstance(rec, dict):
+                    self._recs[self._key(rec)] = rec
+
+    @staticmethod
+    def _key(rec: dict) -> tuple:
+        return (rec.get("stage"), rec.get("id"), rec.get("audio"))
+
+    def _save(self) -> None:
+        from edgekd.atomic import atomic_write
+
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in self._recs.values()))
 
     def add(self, uid: str, audio: str, reason: str, detail: str = "") -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         rec = {"id": uid, "audio": audio, "reason": reason, "detail": detail, "stage": self.stage}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        self._recs.pop(self._key(rec), None)  # re-judged: its line moves to this run's order
+        self._recs[self._key(rec)] = rec
+        self._save()
         self.count += 1
 
     def add_error(self, uid: str, err: AudioError) -> None:
         self.add(uid, err.path, err.reason, err.detail)
 
+    def forget(self, uid: str, audio: str) -> None:
+        """Drop the line of an item this run found good (a file fixed since the last run)."""
+        if self._recs.pop((self.stage, uid, audio), None) is not None:
+            self._save()
+
+
+def mark_rejected(utt, reason: str, detail: str = ""):
+    """Tag an utterance an importer already knows is bad (a duplicate id, an unreadable transcript)
+    so that `check_manifest` quarantines it with this reason instead of probing it. The mark is
+    an attribute, not a field: it is never written into a manifest."""
+    object.__setattr__(utt, "_rejected", (reason, detail))
+    return utt
+
 
 def check_manifest(utts, quarantine: Quarantine | None = None, sample_rate: int = SAMPLE_RATE):
     """Decode every utterance once; return (good utterances with duration/sr/channels filled, n_bad).
 
-    Bad files go to `quarantine` (if given) and are skipped; good ones are never dropped.
+    Bad files (and entries an importer marked with `mark_rejected`) go to `quarantine` (if
+    given) and are skipped; good ones are never dropped.
     """
     good, bad = [], 0
     for u in utts:
         try:
+            marked = getattr(u, "_rejected", None)
+            if marked:
+                raise AudioError(u.audio, *marked)
             info = probe(u.audio)
             load_audio(u.audio, sample_rate)
         except AudioError as e:
@@ -270,6 +361,8 @@ def check_manifest(utts, quarantine: Quarantine | None = None, sample_rate: int 
             if quarantine is not None:
                 quarantine.add_error(u.id, e)
             continue
+        if quarantine is not None:
+            quarantine.forget(u.id, u.audio)
         good.append(dataclasses.replace(u, **info))
     return good, bad
 

@@ -73,7 +73,7 @@ class Utterance:
         d["id"] = str(d["id"])
         audio = str(d["audio"])
         if root is not None and not os.path.isabs(audio):
-            audio = str((root / audio).resolve())
+            audio = _abs(root / audio)
         d["audio"] = audio
         try:
             utt = cls(**d)
@@ -83,10 +83,19 @@ class Utterance:
         return utt
 
 
-def _relative(path: str, root: Path) -> str:
-    p = Path(path).resolve()
+def _abs(p: str | Path) -> str:
+    """Absolute, symlinks resolved when they can be; a loop or dangling link keeps its own path
+    (Path.resolve raises RuntimeError on a loop) so the audio check can name what is wrong."""
     try:
-        return str(p.relative_to(root.resolve()))
+        return str(Path(p).resolve(strict=True))
+    except (OSError, RuntimeError):
+        return os.path.abspath(p)
+
+
+def _relative(path: str, root: Path) -> str:
+    p = Path(_abs(path))
+    try:
+        return str(p.relative_to(_abs(root)))
     except ValueError:
         return str(p)
 
@@ -100,25 +109,34 @@ def _open(path: Path, mode: str, gz: bool | None = None):
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a bad line raises naming file and line."""
     path = Path(path)
-    with _open(path, "r") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    try:
+        with _open(path, "r") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield n, json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as e:
+                    raise ManifestError(f"{path}:{n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#x}); re-save it as UTF-8") from None
+    except (OSError, EOFError) as e:  # EOFError: a truncated .gz
+        raise ManifestError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
-    """Write atomically (temp + rename) so a killed run never leaves half a manifest."""
+    """Write atomically (edgekd.atomic) so a killed run never leaves half a manifest."""
+    from edgekd.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with _open(tmp, "w", gz=path.name.endswith(".gz")) as f:  # compression follows the final name
+    with atomic_path(path) as tmp, _open(tmp, "w", gz=path.name.endswith(".gz")) as f:  # compression follows the final name
         for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+            line = json.dumps(r, ensure_ascii=False)
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a name that was not UTF-8 on disk: \udcXX escapes are valid JSON
+                line = json.dumps(r)
+            f.write(line + "\n")
     return path
 
 
@@ -128,47 +146,110 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     if not path.exists():
         raise ManifestError(f"manifest {path} does not exist")
     root = path.parent
-    utts, seen = [], set()
+    utts, seen = [], {}
     for n, d in iter_jsonl(path):
         u = Utterance.from_dict(d, root, where=f"{path.name}:{n}")
         if u.id in seen:
-            raise ManifestError(f"Utterance {u.id}: duplicate id ({path}:{n})")
-        seen.add(u.id)
+            raise ManifestError(f"Utterance {u.id}: duplicate id ({path}:{n}, first at line {seen[u.id]}); "
+                                f"give one of them another id")
+        seen[u.id] = n
         utts.append(u)
     return utts
 
 
 def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> Path:
+    """Entries an importer marked bad (edgekd.audio.mark_rejected) never enter a manifest."""
     path = Path(path)
-    return write_jsonl(path, (u.to_dict(path.parent) for u in utts))
+    return write_jsonl(path, (u.to_dict(path.parent) for u in utts if not getattr(u, "_rejected", None)))
 
 
 # ---------------------------------------------------------------- importers
 
 
+def _mark(u: Utterance, reason: str, detail: str = "") -> Utterance:
+    from edgekd.audio import mark_rejected
+
+    return mark_rejected(u, reason, detail)
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines of a text file; bytes that are not UTF-8 become surrogates (one bad line must not
+    sink the others: the caller rejects just the entries they touch)."""
+    try:
+        return path.read_bytes().decode("utf-8", errors="surrogateescape").splitlines()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _not_utf8(s: str | None) -> bool:
+    return s is not None and any("\udc80" <= c <= "\udcff" for c in s)
+
+
+def _transcript(txt: Path) -> tuple[str | None, str]:
+    """(text, problem) of a `<name>.txt` transcript; problem '' when fine."""
+    try:
+        raw = txt.read_bytes()
+    except OSError as e:
+        return None, f"{txt.name}: cannot read ({e.strerror or e})"
+    try:
+        return raw.decode("utf-8").strip(), ""
+    except UnicodeDecodeError as e:
+        return None, f"{txt.name} is not UTF-8 (byte {raw[e.start]:#x} at {e.start}); re-save it as UTF-8"
+
+
+def _dedupe(utts: list[Utterance], where: dict[int, str]) -> list[Utterance]:
+    """Keep the first entry of each id; later ones are marked 'duplicate-id' naming the first."""
+    first: dict[str, int] = {}
+    for i, u in enumerate(utts):
+        if getattr(u, "_rejected", None):
+            continue
+        if u.id in first:
+            _mark(u, "duplicate-id", f"id {u.id!r} is already used by {where.get(first[u.id], utts[first[u.id]].audio)}; "
+                                     f"rename one of them")
+        else:
+            first[u.id] = i
+    return utts
+
+
 def import_folder(folder: str | Path, domain: str | None = None) -> list[Utterance]:
     """Every audio file under `folder` (recursively); id = relative path without suffix.
 
-    A `<name>.txt` beside an audio file is taken as its transcript.
+    A `<name>.txt` beside an audio file is taken as its transcript. Entries that cannot be used
+    (a transcript that is not UTF-8, a second file with the same id, and — found by the audio
+    check — dangling links, symlink loops, a folder named like audio) are kept in the list,
+    marked, so that `check_manifest` lists each in rejected.jsonl with its reason.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"{folder} is not a folder")
-    utts = []
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() not in AUDIO_SUFFIXES or not p.is_file():
-            continue
+    found = []
+    for dirpath, dirs, files in os.walk(folder, followlinks=False):  # no link is followed: no loop
+        dirs.sort()
+        for name in sorted(files + dirs):  # a folder named x.wav is listed (and rejected), not skipped
+            if Path(name).suffix.lower() in AUDIO_SUFFIXES:
+                found.append(Path(dirpath) / name)
+    utts, where = [], {}
+    for p in sorted(found):
+        rel = p.relative_to(folder)
+        uid = str(rel.with_suffix("")).replace(os.sep, "/")
         txt = p.with_suffix(".txt")
-        text = txt.read_text(encoding="utf-8").strip() if txt.exists() else None
-        uid = str(p.relative_to(folder).with_suffix("")).replace(os.sep, "/")
-        utts.append(Utterance(id=uid, audio=str(p.resolve()), text=text, domain=domain))
-    return utts
+        text, problem = _transcript(txt) if os.path.isfile(txt) else (None, "")
+        u = Utterance(id=uid, audio=_abs(p), text=text or None, domain=domain)
+        if problem:
+            _mark(u, "bad-transcript", problem)
+        if _not_utf8(uid):
+            _mark(u, "bad-name", "the file name is not UTF-8; rename it")
+        where[len(utts)] = str(rel)
+        utts.append(u)
+    return _dedupe(utts, where)
 
 
 def import_kaldi(data_dir: str | Path, domain: str | None = None) -> list[Utterance]:
     """A Kaldi data dir: `wav.scp` (`<id> <path>`) and optional `text` (`<id> <words>`).
 
     Piped commands in wav.scp (`... |`) are refused: edgekd never runs commands from data files.
+    A line without a path, a duplicate id or a transcript that is not UTF-8 rejects that entry
+    (listed by `check_manifest`), not the import.
     """
     data_dir = Path(data_dir)
     scp = data_dir / "wav.scp"
@@ -176,56 +257,72 @@ def import_kaldi(data_dir: str | Path, domain: str | None = None) -> list[Uttera
         raise ManifestError(f"{data_dir}: no wav.scp")
     texts: dict[str, str] = {}
     if (data_dir / "text").exists():
-        for n, line in enumerate((data_dir / "text").read_text(encoding="utf-8").splitlines(), 1):
+        for line in _read_lines(data_dir / "text"):
             if line.strip():
                 uid, _, words = line.strip().partition(" ")
                 texts[uid] = words.strip()
-    utts, seen = [], set()
-    for n, line in enumerate(scp.read_text(encoding="utf-8").splitlines(), 1):
+    utts, where = [], {}
+    for n, line in enumerate(_read_lines(scp), 1):
         if not line.strip():
             continue
         uid, _, path = line.strip().partition(" ")
         path = path.strip()
-        if not path:
-            raise ManifestError(f"{scp}:{n}: utterance {uid} has no path")
         if path.endswith("|"):
             raise ManifestError(f"{scp}:{n}: utterance {uid} is a piped command; convert it to a file first")
-        if uid in seen:
-            raise ManifestError(f"{scp}:{n}: duplicate utterance id {uid}")
-        seen.add(uid)
-        p = Path(path) if os.path.isabs(path) else (data_dir / path)
-        utts.append(Utterance(id=uid, audio=str(p.resolve()), text=texts.get(uid), domain=domain))
-    return utts
+        p = (Path(path) if os.path.isabs(path) else (data_dir / path)) if path else scp
+        text = texts.get(uid)
+        u = Utterance(id=uid, audio=_abs(p), text=None if _not_utf8(text) else text, domain=domain)
+        if not path:
+            _mark(u, "no-path", f"{scp.name}:{n} gives utterance {uid} no path")
+        elif _not_utf8(uid) or _not_utf8(path):
+            _mark(u, "bad-name", f"{scp.name}:{n} is not UTF-8; fix the line")
+        elif _not_utf8(text):
+            _mark(u, "bad-transcript", f"the line of {uid} in 'text' is not UTF-8; re-save it as UTF-8")
+        where[len(utts)] = f"{scp.name}:{n}"
+        utts.append(u)
+    return _dedupe(utts, where)
 
 
 def import_table(table: str | Path, domain: str | None = None) -> list[Utterance]:
     """A CSV or TSV with a header: a path column (`path`/`audio`/`file`/`wav_filename`) and an
     optional text column (`text`/`sentence`/`transcript`), as Common Voice and LibriSpeech users
-    have. An `id` column is used when present, else the file stem."""
+    have. An `id` column is used when present, else the file stem. A row with no path, a
+    duplicate id or bytes that are not UTF-8 rejects that row (listed by `check_manifest`)."""
+    import io
+
     table = Path(table)
-    with open(table, newline="", encoding="utf-8") as f:
-        sample = f.read(4096)
-        f.seek(0)
-        delim = "\t" if table.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
-        reader = csv.DictReader(f, delimiter=delim)
+    try:
+        text_all = table.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+    except OSError as e:
+        raise ManifestError(f"{table}: cannot read ({e.strerror or e})") from None
+    sample = text_all[:4096]
+    delim = "\t" if table.suffix.lower() == ".tsv" or sample.count("\t") > sample.count(",") else ","
+    try:
+        reader = csv.DictReader(io.StringIO(text_all, newline=""), delimiter=delim)
         cols = {c.lower().strip(): c for c in (reader.fieldnames or [])}
-        pcol = next((cols[c] for c in ("path", "audio", "file", "wav_filename", "filename") if c in cols), None)
-        tcol = next((cols[c] for c in ("text", "sentence", "transcript", "transcription") if c in cols), None)
-        if pcol is None:
-            raise ManifestError(f"{table}: no path column (one of path, audio, file, wav_filename)")
-        utts, seen = [], set()
-        for n, row in enumerate(reader, 2):
-            path = (row.get(pcol) or "").strip()
-            if not path:
-                raise ManifestError(f"{table}:{n}: empty path")
-            p = Path(path) if os.path.isabs(path) else (table.parent / path)
-            uid = (row.get(cols.get("id", ""), "") or "").strip() or p.stem
-            if uid in seen:
-                raise ManifestError(f"{table}:{n}: duplicate utterance id {uid}")
-            seen.add(uid)
-            text = (row.get(tcol) or "").strip() if tcol else None
-            utts.append(Utterance(id=uid, audio=str(p.resolve()), text=text or None, domain=domain))
-    return utts
+        rows = list(reader)
+    except csv.Error as e:
+        raise ManifestError(f"{table}: not a valid CSV/TSV ({e})") from None
+    pcol = next((cols[c] for c in ("path", "audio", "file", "wav_filename", "filename") if c in cols), None)
+    tcol = next((cols[c] for c in ("text", "sentence", "transcript", "transcription") if c in cols), None)
+    if pcol is None:
+        raise ManifestError(f"{table}: no path column (one of path, audio, file, wav_filename)")
+    utts, where = [], {}
+    for n, row in enumerate(rows, 2):
+        path = (row.get(pcol) or "").strip()
+        p = (Path(path) if os.path.isabs(path) else (table.parent / path)) if path else table
+        uid = (row.get(cols.get("id", ""), "") or "").strip() or (p.stem if path else f"{table.name}:{n}")
+        text = ((row.get(tcol) or "").strip() or None) if tcol else None
+        u = Utterance(id=uid, audio=_abs(p), text=None if _not_utf8(text) else text, domain=domain)
+        if not path:
+            _mark(u, "no-path", f"{table.name}:{n} has an empty path")
+        elif _not_utf8(uid) or _not_utf8(path):
+            _mark(u, "bad-name", f"{table.name}:{n}: the path or id is not UTF-8; fix the row")
+        elif _not_utf8(text):
+            _mark(u, "bad-transcript", f"{table.name}:{n}: the text is not UTF-8; re-save the table as UTF-8")
+        where[len(utts)] = f"{table.name}:{n}"
+        utts.append(u)
+    return _dedupe(utts, where)
 
 
 def import_any(src: str | Path, domain: str | None = None) -> list[Utterance]:
@@ -277,12 +374,9 @@ class StageManifest:
         return cls(**d)
 
     def save(self, out_dir: str | Path) -> Path:
-        path = Path(out_dir) / "manifest.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        from edgekd.atomic import atomic_write
+
+        return atomic_write(Path(out_dir) / "manifest.json", json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "StageManifest":

@@ -6,6 +6,8 @@ Output folder:
     distil.jsonl      manifest of the confident utterances, text = teacher 1-best
     review.jsonl      manifest of the doubtful ones (for Label Studio, `edgekd review export`)
     rejected.jsonl    bad audio with its reason
+    resume.json       what the shards were made from (manifest sha256, teachers, shard options):
+                      a rerun into the folder resumes only if it matches, else it is refused
     manifest.json     stage manifest (options, counts, bytes/frame, throughput)
 
 Work is split into shards of utterances sorted by duration (long first, so batches pad little);
@@ -31,6 +33,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from edgekd.atomic import fault_point
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.manifest import StageManifest, Utterance, iter_jsonl, read_manifest, write_jsonl, write_manifest
@@ -170,6 +173,7 @@ def label_shard(job: tuple) -> dict:
             audio_s += len(w) / 16000
     out = Path(out_dir)
     write_jsonl(out / f"shard-{shard:05d}.labels.jsonl", labels + [{"_rejected": r} for r in rejected])
+    fault_point("pseudolabel-between-shard-files")
     write_shard(out, shard, items)  # written last: its presence marks the shard done
     return {"shard": shard, "audio_s": audio_s, "seconds": time.time() - t0}
 
@@ -188,6 +192,58 @@ def _route(labels: list[dict], opts: PseudoLabelOptions) -> float:
     return thr
 
 
+# Options that change what a shard holds; the others (routing, workers, engine) act after the
+# shards or not on their content, so a resume may change them.
+_SHARD_OPTIONS = ("k", "mass_eps", "batch_seconds", "shard_utts", "beam", "lm", "lm_alpha", "lm_beta")
+
+
+def _fingerprint(opts: PseudoLabelOptions, manifest, teachers, weights) -> dict:
+    """What the shards in a folder were made from: a resume must match it exactly."""
+    from edgekd.manifest import sha256_file
+
+    def digest(p):
+        return sha256_file(p) if Path(p).is_file() else str(p)  # a hub/teacher name stands for itself
+
+    return {"manifest_sha256": sha256_file(manifest), "teachers": [digest(t) for t in teachers],
+            "weights": [float(w) for w in weights],
+            "options": {k: getattr(opts, k) for k in _SHARD_OPTIONS},
+            "lm_sha256": sha256_file(opts.lm) if opts.lm else ""}
+
+
+def _differences(old, new: dict) -> str:
+    if not isinstance(old, dict) or not isinstance(old.get("options"), dict):
+        return "its resume.json is unreadable"
+    diff = [k.replace("_sha256", "") for k in new if k != "options" and old.get(k) != new[k]]
+    diff += [f"{o} {old['options'].get(o)!r} -> {v!r}" for o, v in new["options"].items() if old["options"].get(o) != v]
+    return "different " + ", ".join(diff)
+
+
+def _claim(out: Path, fp: dict) -> None:
+    """Write `resume.json` into a fresh folder, or check that an existing one is this run's.
+
+    Resuming another run's shards would mix two label sets (utterances missing, shards of
+    another k), so anything else is refused with one line saying what differs. A folder with no
+    shard yet holds no work to lose and is simply claimed again.
+    """
+    from edgekd.atomic import atomic_write
+
+    path = out / "resume.json"
+    started = out.is_dir() and any(out.glob("shard-*"))
+    if path.exists() and started:
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old == fp:
+            return
+        raise EdgekdError(f"{out}: holds pseudolabels of another run ({_differences(old, fp)}); "
+                          f"use a new --out, or delete the folder to start over")
+    if started:
+        raise EdgekdError(f"{out}: holds shards without a resume.json (an older edgekd or another run); "
+                          f"use a new --out, or delete the folder to start over")
+    atomic_write(path, json.dumps(fp, indent=1, sort_keys=True) + "\n")
+
+
 def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: list[str], out_dir: str | Path,
                     weights: list[float] | tuple[float, ...] = (), progress: bool = True,
                     fail_after_shards: int | None = None) -> Path:
@@ -201,13 +257,13 @@ def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: li
     if opts.lm and not Path(opts.lm).is_file():
         raise EdgekdError(f"{opts.lm}: language model not found")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     utts = sorted(read_manifest(manifest), key=lambda u: (-(u.duration or 0), u.id))
+    probe = Ensemble(list(teachers), list(weights))  # fail fast on bad teachers before any work
+    _claim(out, _fingerprint(opts, manifest, teachers, weights))
     rows = [{"id": u.id, "audio": u.audio, "duration": u.duration} for u in utts]
     shards = [rows[s : s + opts.shard_utts] for s in range(0, len(rows), opts.shard_utts)]
     todo = [(i, sh, opts, str(out)) for i, sh in enumerate(shards) if not (out / f"shard-{i:05d}.npz").exists()]
-    probe = Ensemble(list(teachers), list(weights))  # fail fast on bad teachers before any work
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="pseudolabel", unit="shard",
                disable=not progress)
     done_new = 0

@@ -22,8 +22,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edgekd.atomic import atomic_write
 from edgekd.errors import EdgekdError
-from edgekd.manifest import Utterance, read_manifest, write_manifest
+from edgekd.manifest import Utterance, iter_jsonl, read_manifest, write_manifest
 from edgekd.tokens import normalize_text
 
 LABEL_CONFIG = """<View>
@@ -43,14 +44,13 @@ def export_tasks(review_manifest: str | Path, labels_jsonl: str | Path | None, o
     Label Studio's local file serving); empty keeps absolute paths.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     utts = read_manifest(review_manifest)
     labels = {}
     if labels_jsonl:
-        for line in Path(labels_jsonl).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                d = json.loads(line)
-                labels[d["id"]] = d
+        for n, d in iter_jsonl(labels_jsonl):
+            if not isinstance(d, dict) or "id" not in d:
+                raise EdgekdError(f"{labels_jsonl}:{n}: a label needs an 'id'")
+            labels[d["id"]] = d
     tasks = []
     for u in utts:
         lab = labels.get(u.id, {})
@@ -62,8 +62,8 @@ def export_tasks(review_manifest: str | Path, labels_jsonl: str | Path | None, o
                 "result": [{"from_name": "transcription", "to_name": "audio", "type": "textarea",
                             "value": {"text": [lab["text"]]}}]}]
         tasks.append(task)
-    (out / "tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
-    (out / "label_config.xml").write_text(LABEL_CONFIG, encoding="utf-8")
+    atomic_write(out / "tasks.json", json.dumps(tasks, indent=1))
+    atomic_write(out / "label_config.xml", LABEL_CONFIG)
     return {"tasks": out / "tasks.json", "config": out / "label_config.xml"}
 
 
@@ -79,12 +79,23 @@ def _answers(task: dict) -> list[str]:
             raise ValueError("an annotation is not an object")
         if a.get("was_cancelled"):
             continue
-        texts = [t for r in a.get("result", []) if isinstance(r, dict) and r.get("type") == "textarea"
-                 for t in r.get("value", {}).get("text", [])]
+        texts = [t for r in a.get("result") or [] if isinstance(r, dict) and r.get("type") == "textarea"
+                 for t in _texts(r.get("value"))]
         text = normalize_text(" ".join(texts))
         if text:
             out.append(text)
     return out
+
+
+def _texts(value) -> list[str]:
+    """A textarea result's `value.text`: a list of strings (Label Studio's form); a bare string
+    is one answer (iterating it would split it into letters); anything else is an error."""
+    text = value.get("text", []) if isinstance(value, dict) else None
+    if isinstance(text, str):
+        return [text]
+    if not isinstance(text, list) or not all(isinstance(t, str) for t in text):
+        raise ValueError(f"value.text must be a list of strings, got {type(text).__name__}")
+    return text
 
 
 def majority(answers: list[str]) -> str:
@@ -104,23 +115,34 @@ def import_annotations(export_json: str | Path, audio_manifest: str | Path, out_
     import jiwer
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        tasks = json.loads(Path(export_json).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EdgekdError(f"{export_json}: not a Label Studio export JSON ({e})") from None
+        raw = Path(export_json).read_bytes()
+    except OSError as e:
+        raise EdgekdError(f"{export_json}: cannot read ({e.strerror or e})") from None
+    try:
+        tasks = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise EdgekdError(f"{export_json}: not UTF-8 (byte {raw[e.start]:#x} at {e.start}); "
+                          f"export it again from Label Studio or re-save it as UTF-8") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+        raise EdgekdError(f"{export_json}: not a Label Studio export JSON ({why})") from None
     if not isinstance(tasks, list):
         raise EdgekdError(f"{export_json}: expected a list of tasks, got {type(tasks).__name__}")
     by_id = {u.id: u for u in read_manifest(audio_manifest)}
     labeled, errors, unanimous, pair_wers, n_answers = [], [], 0, [], []
+    done: dict[str, object] = {}  # utt_id -> task that labeled it: one label per utterance
     for n, task in enumerate(tasks):
         tid = task.get("id", f"#{n}") if isinstance(task, dict) else f"#{n}"
         try:
             if not isinstance(task, dict):
                 raise ValueError("task is not an object")
-            uid = (task.get("data") or {}).get("utt_id")
-            if uid not in by_id:
+            data = task.get("data")
+            uid = data.get("utt_id") if isinstance(data, dict) else None
+            if not isinstance(uid, str) or uid not in by_id:
                 raise ValueError(f"data.utt_id {uid!r} is not in {Path(audio_manifest).name}")
+            if uid in done:
+                raise ValueError(f"utterance {uid} is already labeled by task {done[uid]}; merge or drop the duplicate task")
             answers = _answers(task)
             if not answers:
                 raise ValueError("no usable annotation (all empty or cancelled)")
@@ -131,13 +153,14 @@ def import_annotations(export_json: str | Path, audio_manifest: str | Path, out_
         unanimous += len(set(answers)) == 1
         pair_wers += [jiwer.wer(a, b) for a, b in itertools.combinations(answers, 2)]
         u = by_id[uid]
+        done[uid] = tid
         labeled.append(Utterance(id=u.id, audio=u.audio, duration=u.duration, text=majority(answers),
                                  domain=u.domain, tags={**u.tags, "annotators": len(answers), "source": "human"}))
     write_manifest(out / "labeled.jsonl", labeled)
-    (out / "import_errors.jsonl").write_text("".join(json.dumps(e) + "\n" for e in errors), encoding="utf-8")
+    atomic_write(out / "import_errors.jsonl", "".join(json.dumps(e) + "\n" for e in errors))
     stats = {"tasks": len(tasks), "imported": len(labeled), "errors": len(errors),
              "fraction_unanimous": round(unanimous / max(len(labeled), 1), 4),
              "mean_pairwise_wer": round(sum(pair_wers) / len(pair_wers), 4) if pair_wers else None,
              "mean_annotators": round(sum(n_answers) / max(len(n_answers), 1), 2)}
-    (out / "agreement.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    atomic_write(out / "agreement.json", json.dumps(stats, indent=2) + "\n")
     return stats

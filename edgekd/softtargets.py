@@ -20,7 +20,6 @@ that exists is complete. Shards written by edgekd 0.1 with float16 log-probs are
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +95,10 @@ def softmax_at_temperature(log_probs: np.ndarray, temperature: float) -> np.ndar
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    from edgekd.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
 def write_shard(out_dir: str | Path, shard: int, items: list[tuple[str, dict[str, np.ndarray]]]) -> Path:
@@ -136,10 +136,10 @@ def write_index(out_dir: str | Path, meta: dict[str, Any]) -> Path:
         bytes_total += p.stat().st_size  # on disk, compressed, utterance ids and all
     meta = {**meta, "utterances": len(index), "frames": frames_total, "logp_step": LOGP_STEP,
             "bytes_per_frame": round(bytes_total / max(frames_total, 1), 3)}
+    from edgekd.atomic import atomic_write
+
     for name, obj in (("index.json", index), ("meta.json", meta)):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(json.dumps(obj))
-        os.replace(tmp, out_dir / name)
+        atomic_write(out_dir / name, json.dumps(obj))
     return out_dir / "meta.json"
 
 

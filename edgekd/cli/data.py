@@ -68,15 +68,16 @@ def synth(
 
 
 def lm_cmd(
-    manifests: Annotated[list[Path], typer.Argument(help="Labeled manifests whose transcripts train the LM.")],
+    manifests: Annotated[list[Path], typer.Argument(help="Labeled manifests or .txt files whose text trains the LM.")],
     out: Annotated[Path, typer.Option(help="ARPA file to write.")],
     order: Annotated[int, typer.Option(help="n-gram order.")] = 3,
+    prune_from: Annotated[int, typer.Option(help="Drop n-grams of this order and above seen once (0 = keep all).")] = 0,
 ):
-    """Build a word n-gram LM (ARPA) from transcripts, for `edgekd eval --beam N --lm`.
+    """Build a word n-gram LM (ARPA) from transcripts (manifests or .txt, one sentence a line).
 
     Usage: edgekd lm data/corpus/source/train.jsonl --out models/teacher/lm.arpa
     """
     from edgekd.lm import run_lm
 
-    r = run_lm(manifests, out, order=order)
+    r = run_lm(manifests, out, order=order, prune_from=prune_from)
     say(f"{r['order']}-gram LM over {r['sentences']} sentences, {r['vocab']} words -> {out} ({r['bytes'] / 1e6:.1f} MB)")

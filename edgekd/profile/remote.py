@@ -43,6 +43,23 @@ class SshTarget:
     system_site_packages: bool = False  # venv sees the system's numpy/onnxruntime (apt python3-numpy, ...)
     timeout: float = 1800  # seconds per remote command
 
+    def __post_init__(self):
+        self._verify()
+
+    def _verify(self):
+        # Each value lands in ssh/scp argv: one starting with '-' would be read as an option
+        # (`-oProxyCommand=...` runs a local command), so such values are refused outright; argv
+        # also gets `--` before the host as a second guard.
+        for name in ("host", "identity", "python", "remote_dir"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or v.startswith("-") or any(c in v for c in "\0\n\r"):
+                raise RemoteError(f"--{name.replace('_', '-')} {v!r}: may not start with '-' or hold control "
+                                  f"characters; give a host name / path")
+        if not self.host or any(c.isspace() for c in self.host) or "/" in self.host:
+            raise RemoteError(f"--host {self.host!r}: expected user@host or an ssh config alias")
+        if not 0 < int(self.port) < 65536:
+            raise RemoteError(f"--port {self.port}: expected 1..65535")
+
     def _base(self, prog: str) -> list[str]:
         cmd = [prog, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
         cmd += ["-p" if prog == "ssh" else "-P", str(self.port)]
@@ -53,10 +70,10 @@ class SshTarget:
         return cmd
 
     def ssh_cmd(self, command: str) -> list[str]:
-        return self._base("ssh") + [self.host, command]
+        return self._base("ssh") + ["--", self.host, command]
 
     def scp_cmd(self, sources: list[str], dest: str) -> list[str]:
-        return self._base("scp") + ["-q"] + sources + [dest]
+        return self._base("scp") + ["-q", "--"] + sources + [dest]
 
 
 def _run(cmd: list[str], what: str, host: str, timeout: float) -> str:

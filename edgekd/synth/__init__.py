@@ -147,10 +147,12 @@ def _make_one(job: tuple) -> dict:
     x = effects.apply_drift(x, nrng, params)
     tags.update(params)
     path = Path(out_dir) / domain / "wav" / split / f"{_uid(domain, split, i)}.wav"
-    path.parent.mkdir(parents=True, exist_ok=True)
     import soundfile as sf
 
-    sf.write(str(path), np.clip(x, -1, 1), 16000, subtype="PCM_16", format="WAV")
+    from edgekd.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a full disk leaves no 0-byte WAV that a rerun would trust
+        sf.write(str(tmp), np.clip(x, -1, 1), 16000, subtype="PCM_16", format="WAV")
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     return {"id": _uid(domain, split, i), "audio": str(path), "duration": len(x) / 16000, "text": transcript,
             "speaker": voice.speaker, "md5": md5, "tags": tags, "engine": voice.engine, "cpu": synth_cpu}
@@ -187,8 +189,9 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
     """Make the corpus; returns the path of `out_dir/manifest.json`."""
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from edgekd.atomic import ensure_dir
+
+    out_dir = ensure_dir(out_dir)
     opts = _usable(opts, progress)
     if opts.text == "open":  # read the text once here: forked workers inherit it (~7 s each otherwise)
         from edgekd.synth import opentext

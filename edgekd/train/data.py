@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekd.atomic import atomic_path, atomic_write
 from edgekd.audio import AudioError, FeaturizerConfig, Quarantine, featurize, load_audio
 from edgekd.manifest import Utterance
 
@@ -93,12 +93,9 @@ def _build_cache(utts: list[Utterance], cfg: FeaturizerConfig, cache_dir: str | 
             texts.append(u.text)
             lengths.append(int(n))
     allf = np.concatenate(chunks) if chunks else np.zeros((0, cfg.n_mels), np.float16)
-    tmp_feats = cache_dir / f"feats.{os.getpid()}.tmp.npy"  # per-process names: concurrent jobs can't clash
-    np.save(tmp_feats, allf)
-    os.replace(tmp_feats, cache_dir / "feats.npy")
-    tmp = cache_dir / f"index.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"ids": ids, "texts": texts, "lengths": lengths}))
-    os.replace(tmp, index_path)  # written last: its presence means the cache is complete
+    with atomic_path(cache_dir / "feats.npy") as tmp:  # per-process temp names: concurrent jobs can't clash
+        np.save(tmp, allf)
+    atomic_write(index_path, json.dumps({"ids": ids, "texts": texts, "lengths": lengths}))  # last: the cache is complete
     return _open_cache(cache_dir)
 
 

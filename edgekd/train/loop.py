@@ -3,8 +3,13 @@
 A caller gives a model, a `loss_fn(model, batch_indices, step) -> (loss, logs)`, a sampler and a
 way to save a checkpoint; the loop does AdamW + warmup/cosine, clipping, progress, periodic dev
 scoring, checkpoints, and exact resume after a kill: model, optimizer, schedule, sampler
-position and RNG states are saved together every `ckpt_every` steps (safetensors for weights,
-`torch.load(weights_only=True)` for the rest), so a restarted run continues the same sequence.
+position and RNG states are saved together every `ckpt_every` steps, so a restarted run continues
+the same sequence. They are ONE file, `train_state.pt` (read with `torch.load(weights_only=True)`,
+so it runs no code), committed by one atomic rename: a kill at any moment leaves the previous
+step's complete state or the new one, never weights of one step with the optimizer of another.
+`last.safetensors` (the self-describing checkpoint users load) is written after it and is only a
+copy. Folders from older versions (`train_state.pt` without weights + `last.safetensors`) still
+resume: the weights then come from `last.safetensors`.
 Under `torchrun` it wraps the model in DDP (gloo on CPU) and only rank 0 writes.
 """
 
@@ -20,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from edgekd.atomic import atomic_path, fault_point
 
 STATE_FILE = "train_state.pt"
 
@@ -108,29 +115,45 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.98))
     step, history, best, prior_s = 0, [], {"wer": float("inf"), "step": -1}, 0.0
+    resumed_acc: tuple[dict, int] = ({}, 0)
     state_path = out_dir / STATE_FILE
     if state_path.exists():  # resume: everything that decides the next step comes back
         from safetensors.torch import load_file
 
-        st = torch.load(state_path, weights_only=True)
-        model.load_state_dict(load_file(str(out_dir / "last.safetensors")), strict=False)
+        try:
+            st = torch.load(state_path, weights_only=True)
+        except Exception as e:  # only a file damaged outside edgekd can get here: writes are atomic
+            from edgekd.errors import EdgekdError
+
+            raise EdgekdError(f"{state_path}: cannot resume from it ({str(e).strip().splitlines()[-1][:160] if str(e).strip() else type(e).__name__}); "
+                              f"delete it to start over") from None
+        if "model" in st:  # one-file state: weights of exactly this step
+            model.load_state_dict(st["model"])
+        else:  # older format: weights in last.safetensors beside it
+            model.load_state_dict(load_file(str(out_dir / "last.safetensors")), strict=False)
         optim.load_state_dict(st["optim"])
         sampler.load_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"])
         gen.set_state(st["gen_rng"])
         step, history, best = st["step"], st["history"], st["best"]
         prior_s = float(st.get("train_s", 0.0))  # wall time of earlier legs: a resumed run reports the total
+        resumed_acc = (dict(st.get("logs_acc", {})), int(st.get("n_acc", 0)))
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def checkpoint():
         if rank != 0:
             return
+        state = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                 "optim": optim.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+                 "gen_rng": gen.get_state(), "step": step, "history": history, "best": best,
+                 "train_s": prior_s + time.time() - t0,
+                 # the partial means of the next history entry: without them a resumed run logs
+                 # the mean of fewer steps than an uninterrupted one
+                 "logs_acc": dict(logs_acc), "n_acc": n_acc}
+        with atomic_path(state_path) as tmp:  # the resume point: everything in one rename
+            torch.save(state, tmp)
+        fault_point("train-between-checkpoint-files")
         save_fn(model, out_dir / "last.safetensors", {"step": step, "best": best})
-        tmp = out_dir / (STATE_FILE + ".tmp")
-        torch.save({"optim": optim.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-                    "gen_rng": gen.get_state(), "step": step, "history": history, "best": best,
-                    "train_s": prior_s + time.time() - t0}, tmp)
-        os.replace(tmp, state_path)  # weights first, then state: a kill between leaves a valid pair
 
     def evaluate():
         nonlocal best
@@ -149,7 +172,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
 
     model.train()
     t0 = time.time()
-    audio_s, logs_acc, n_acc = 0.0, {}, 0
+    audio_s, (logs_acc, n_acc) = 0.0, resumed_acc
     bar = tqdm(total=opts.max_steps, initial=step, desc="train", disable=not opts.progress or rank != 0)
     it = iter(sampler)
     while step < opts.max_steps:
