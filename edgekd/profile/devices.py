@@ -2,7 +2,7 @@
 
 The loader is strict: an unknown key, a missing field or a wrong type stops with a message naming
 the file and the key path (`devices/rpi4.yaml: clusters[0].max_ghz: missing`). The schema is
-documented in devices/README.md; every spec figure carries its source in a YAML comment.
+documented by the commented dataclasses below; every spec figure carries its source in a YAML comment.
 """
 
 from __future__ import annotations
