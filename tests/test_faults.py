@@ -50,12 +50,13 @@ def _cli(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
 
 def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
     """A user error: exit 2, one stderr line, no traceback, naming each of `words`."""
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [l for l in r.stderr.splitlines() if l.strip()]  # progress bars may come before it
+    errors = [l for l in lines if l.startswith("edgekd: error:")]
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("edgekd: error:"), r.stderr[-2000:]
+    assert len(errors) == 1 and lines[-1] == errors[0], r.stderr[-2000:]
     for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
+        assert w in errors[0], (w, errors[0])
+    return errors[0]
 
 
 def _leftovers(folder: Path) -> list[str]:
