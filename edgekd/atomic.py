@@ -52,6 +52,24 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def folder_error(folder: str | Path) -> OSError:
+    """The OSError a write into `folder` most likely met, for libraries (libsndfile) that report
+    only "System error": a read-only mount, no free blocks, no permission."""
+    try:
+        st = os.statvfs(folder)
+        if st.f_flag & os.ST_RDONLY:
+            code = errno.EROFS
+        elif st.f_bavail == 0:
+            code = errno.ENOSPC
+        elif not os.access(folder, os.W_OK):
+            code = errno.EACCES
+        else:
+            code = errno.EIO
+    except OSError as e:
+        return e
+    return OSError(code, os.strerror(code))
+
+
 def ensure_dir(folder: str | Path) -> Path:
     """mkdir -p, with a read-only or full disk as one WriteError line instead of a traceback."""
     folder = Path(folder)
@@ -86,6 +104,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise write_error(path, e) from None
         raise
     _fsync_dir(path.parent)
+
+
+def sweep_stale(folder: str | Path) -> list[Path]:
+    """Remove temp files that a killed process left in `folder` (SIGKILL runs no cleanup).
+
+    Only names of the form `<name>.tmp-<pid><suffix>` whose pid is no longer running are removed,
+    so a live writer's temp file is never touched. Returns what was removed."""
+    import re
+
+    gone = []
+    for p in Path(folder).glob("*.tmp-*"):
+        m = re.search(r"\.tmp-(\d+)", p.name)
+        if not m or not p.is_file():
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+            alive = pid != os.getpid()  # our own pid here is a reused one: we have not written yet
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                gone.append(p)
+    return gone
 
 
 def atomic_write(path: str | Path, data: bytes | str, encoding: str = "utf-8") -> Path:

@@ -152,7 +152,12 @@ def _make_one(job: tuple) -> dict:
     from edgekd.atomic import atomic_path
 
     with atomic_path(path) as tmp:  # a full disk leaves no 0-byte WAV that a rerun would trust
-        sf.write(str(tmp), np.clip(x, -1, 1), 16000, subtype="PCM_16", format="WAV")
+        try:
+            sf.write(str(tmp), np.clip(x, -1, 1), 16000, subtype="PCM_16", format="WAV")
+        except sf.LibsndfileError:  # libsndfile reports ENOSPC/EROFS as its own "System error"
+            from edgekd.atomic import folder_error, write_error
+
+            raise write_error(path, folder_error(path.parent)) from None
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     return {"id": _uid(domain, split, i), "audio": str(path), "duration": len(x) / 16000, "text": transcript,
             "speaker": voice.speaker, "md5": md5, "tags": tags, "engine": voice.engine, "cpu": synth_cpu}
@@ -203,7 +208,7 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
     bar = tqdm(total=round(total_s), unit="s audio", desc="synth", disable=not progress)
     outputs, counts = {}, {}
     ctx = mp.get_context("fork")
-    with ctx.Pool(opts.workers) as pool:
+    with bar, ctx.Pool(opts.workers) as pool:  # the bar ends its line before any error is printed
         for domain, splits in SPLITS.items():
             hours = _split_hours(opts, domain)
             if hours["train"] + hours["dev"] + hours["test"] <= 0:
@@ -236,7 +241,6 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
                 write_manifest(out_dir / name, utts)
                 outputs[f"{domain}/{split}"] = name
                 counts[f"{domain}/{split}"] = {"utterances": len(utts), "hours": round(got / 3600, 4)}
-    bar.close()
     if opts.text == "open":  # the text an LM for this corpus may be built from: train sentences only
         opentext.write_split_text("train", out_dir / "text/train.txt")
         outputs["text/train"] = "text/train.txt"

@@ -117,6 +117,10 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable, sampler, opts: LoopOpt
     step, history, best, prior_s = 0, [], {"wer": float("inf"), "step": -1}, 0.0
     resumed_acc: tuple[dict, int] = ({}, 0)
     state_path = out_dir / STATE_FILE
+    if rank == 0 and out_dir.is_dir():
+        from edgekd.atomic import sweep_stale
+
+        sweep_stale(out_dir)  # a run killed mid-write left its temp checkpoint behind
     if state_path.exists():  # resume: everything that decides the next step comes back
         from safetensors.torch import load_file
 
