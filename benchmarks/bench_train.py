@@ -70,7 +70,7 @@ def main() -> None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 optims[p].step()
                 audio += seconds(fs, idx, fc.frame_rate)
-                losses[p] = float(loss)
+                losses[p] = float(loss.detach())
             rates[p].append(audio / (time.perf_counter() - t0))
             print(f"round {r} {p}: {rates[p][-1]:.1f} s of audio per s")
     med = {p: statistics.median(v) for p, v in rates.items()}

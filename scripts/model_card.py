@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--before", default=None, help="teacher_eval results.json of the previous teacher")
     ap.add_argument("--bench", default=None, help="saved output of benchmarks/bench_train.py")
+    ap.add_argument("--note", default="", help="provenance the files do not record (e.g. a schedule changed mid-run)")
     a = ap.parse_args()
     run, data, model = Path(a.run), Path(a.data), Path(a.model)
     train = json.loads((run / "manifest.json").read_text())
@@ -103,6 +104,18 @@ def main() -> None:
     if eng:
         lines += ["", "Held-out set by engine (greedy): " + "; ".join(
             f"{e} {pct(m, 'wer')} / {pct(m, 'cer')} % ({m['n']} utts)" for e, m in eng.items()) + "."]
+    lines += ["", "## Where it is and is not usable", ""]
+    for name, r in res.items():
+        g, p = r["greedy"], r.get("pocketsphinx")
+        if p and p.get("wer") == p.get("wer"):
+            verdict = "better than" if g["wer"] < p["wer"] else "worse than"
+            lines.append(f"- {name}: greedy WER {pct(g, 'wer')} % is {verdict} pocketsphinx's {pct(p, 'wer')} %.")
+    lines += ["- A teacher worth distilling from should be near ~20 % WER (distil-whisper's filter); on every set this one",
+              "  is far above that. It recognizes new sentences in voices of its training engines (CER ~20 %), but not",
+              "  a voice of another synthesis style or human speech: it is a compute-limited model, trained for ~1.6 h",
+              "  on 2 CPU cores. Rerunning the recipe with more steps (it resumes) or on a GPU is the first fix."]
+    if a.note:
+        lines += ["", a.note]
     if a.bench and Path(a.bench).exists():
         lines += ["", "## Training throughput (`benchmarks/bench_train.py`)", "", "```",
                   Path(a.bench).read_text().strip(), "```"]

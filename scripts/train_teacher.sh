@@ -10,7 +10,7 @@ DATA=${1:-data/teacher2}
 RUN=${2:-runs/teacher2}
 HOURS=${3:-2.5}
 DEVICE=${4:-cpu}
-STEPS=${5:-3600}
+STEPS=${5:-3000}
 NPROC=$(nproc)
 # 8 h labeled source (espeak 60 %, flite 25 %, piper 15 %; flite rms never trained on), 2 h drifted target.
 [ -f "$DATA/manifest.json" ] || edgekd synth --out "$DATA" --text open --engines espeak,piper,flite \
