@@ -271,16 +271,25 @@ def import_kaldi(data_dir: str | Path, domain: str | None = None) -> list[Uttera
             raise ManifestError(f"{scp}:{n}: utterance {uid} is a piped command; convert it to a file first")
         p = (Path(path) if os.path.isabs(path) else (data_dir / path)) if path else scp
         text = texts.get(uid)
-        u = Utterance(id=uid, audio=_abs(p), text=None if _not_utf8(text) else text, domain=domain)
-        if not path:
-            _mark(u, "no-path", f"{scp.name}:{n} gives utterance {uid} no path")
-        elif _not_utf8(uid) or _not_utf8(path):
-            _mark(u, "bad-name", f"{scp.name}:{n} is not UTF-8; fix the line")
-        elif _not_utf8(text):
-            _mark(u, "bad-transcript", f"the line of {uid} in 'text' is not UTF-8; re-save it as UTF-8")
+        u = _entry(uid, p, path, text, domain, (f"{scp.name}:{n} gives utterance {uid} no path",
+                                                 f"{scp.name}:{n} is not UTF-8; fix the line",
+                                                 f"the line of {uid} in 'text' is not UTF-8; re-save it as UTF-8"))
         where[len(utts)] = f"{scp.name}:{n}"
         utts.append(u)
     return _dedupe(utts, where)
+
+
+def _entry(uid: str, p: Path, path: str, text: str | None, domain: str | None, why: tuple[str, str, str]) -> Utterance:
+    """One Kaldi/CSV row as an Utterance, marked (no path, bad name, bad transcript) with `why`'s
+    matching message when it cannot be used; `check_manifest` lists it in rejected.jsonl."""
+    u = Utterance(id=uid, audio=_abs(p), text=None if _not_utf8(text) else text, domain=domain)
+    if not path:
+        _mark(u, "no-path", why[0])
+    elif _not_utf8(uid) or _not_utf8(path):
+        _mark(u, "bad-name", why[1])
+    elif _not_utf8(text):
+        _mark(u, "bad-transcript", why[2])
+    return u
 
 
 def import_table(table: str | Path, domain: str | None = None) -> list[Utterance]:
@@ -313,13 +322,9 @@ def import_table(table: str | Path, domain: str | None = None) -> list[Utterance
         p = (Path(path) if os.path.isabs(path) else (table.parent / path)) if path else table
         uid = (row.get(cols.get("id", ""), "") or "").strip() or (p.stem if path else f"{table.name}:{n}")
         text = ((row.get(tcol) or "").strip() or None) if tcol else None
-        u = Utterance(id=uid, audio=_abs(p), text=None if _not_utf8(text) else text, domain=domain)
-        if not path:
-            _mark(u, "no-path", f"{table.name}:{n} has an empty path")
-        elif _not_utf8(uid) or _not_utf8(path):
-            _mark(u, "bad-name", f"{table.name}:{n}: the path or id is not UTF-8; fix the row")
-        elif _not_utf8(text):
-            _mark(u, "bad-transcript", f"{table.name}:{n}: the text is not UTF-8; re-save the table as UTF-8")
+        u = _entry(uid, p, path, text, domain, (f"{table.name}:{n} has an empty path",
+                                                 f"{table.name}:{n}: the path or id is not UTF-8; fix the row",
+                                                 f"{table.name}:{n}: the text is not UTF-8; re-save the table as UTF-8"))
         where[len(utts)] = f"{table.name}:{n}"
         utts.append(u)
     return _dedupe(utts, where)

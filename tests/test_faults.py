@@ -777,3 +777,11 @@ def test_injected_enospc_at_every_writer(good_ckpt, tmp_path, monkeypatch):
             assert target.read_bytes() == b"OLD", name
         _count("enospc_writers")
     assert not _leftovers(tmp_path), _leftovers(tmp_path)
+
+
+def test_os_errors_in_any_command_are_one_line(tmp_path):
+    # a command that does not wrap its own writes (here `lm`) still ends in one line, not a traceback
+    txt = tmp_path / "t.txt"
+    txt.write_text("a small text\nanother small text\n")
+    r = _cli("lm", txt, "--out", "/proc/edgekd-no-such-dir/lm.arpa")
+    _one_line_error(r, "/proc/edgekd-no-such-dir")

@@ -60,3 +60,10 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("edgekd: interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # a full/read-only disk or a missing folder in a command that did not name it
+        if os.environ.get("EDGEKD_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"edgekd: error: {where}{e.strerror or e} (check the path, free space and permissions; "
+                   "EDGEKD_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(2)
