@@ -219,9 +219,9 @@ def write_artifacts(arts: list[Artifact], path: str | Path) -> Path:
     for a in arts:
         a.validate()
         d = a.to_dict()
-        p = Path(a.path)
-        if a.path and p.is_absolute() and p.resolve().is_relative_to(path.parent.resolve()):
-            d["path"] = str(p.resolve().relative_to(path.parent.resolve()))
+        if a.path:  # relative to the working directory or absolute: stored relative when under the folder
+            p, root = Path(a.path).resolve(), path.parent.resolve()
+            d["path"] = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
         rows.append(d)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -243,7 +243,7 @@ def read_artifacts(path: str | Path) -> list[Artifact]:
     for i, d in enumerate(rows):
         a = Artifact.from_dict(d, where=f"{path.name}[{i}]")
         if a.path and not Path(a.path).is_absolute():
-            a = dataclasses.replace(a, path=str(path.parent / a.path))
+            a = dataclasses.replace(a, path=str(path.parent.resolve() / a.path))
         out.append(a)
     return out
 

@@ -1,6 +1,7 @@
 """Typed records between stages: round trips, and validators that name the record id."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,16 @@ def test_artifacts_json_stores_relative_paths_and_reads_them_back_absolute(tmp_p
     (moved / "artifacts.json").write_text('[{"name": "x"}]')
     with pytest.raises(ManifestError, match="Artifact 'x': missing field"):
         read_artifacts(moved / "artifacts.json")
+
+
+def test_artifacts_json_with_paths_relative_to_the_working_dir(tmp_path, monkeypatch):
+    # `edgekd run` with run_dir=runs/demo hands relative paths around: they must not be doubled
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/exp/student").mkdir(parents=True)
+    (tmp_path / "runs/exp/student/model.onnx").write_bytes(b"x")
+    inner = write_artifacts([Artifact("onnx-fp32", "runs/exp/student/model.onnx", "onnx", "fp32", size_bytes=1)],
+                            Path("runs/exp/student/artifacts.json"))
+    outer = write_artifacts(read_artifacts(inner), Path("runs/exp/artifacts.json"))
+    assert json.loads(outer.read_text())[0]["path"] == "student/model.onnx"
+    back = read_artifacts(outer)[0]
+    assert Path(back.path).is_file() and Path(back.path).is_absolute()
