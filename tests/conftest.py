@@ -24,6 +24,20 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def tiny_ckpt_path(tmp_path_factory):
+    """A seed-0 tiny conformer checkpoint saved once for the test run (read-only by convention)."""
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.tokens import DEFAULT_TOKENS
+
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("tiny") / "teacher.safetensors"
+    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
+    return p
+
+
+@pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """The one synthetic corpus of the test run (espeak only, ~4 min of speech), synthesized once.
 

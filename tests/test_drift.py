@@ -3,22 +3,13 @@
 import json
 
 import pytest
-import torch
 
 from edgekd.drift import DriftOptions, mmd_permutation, run_drift
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    from edgekd.audio import FeaturizerConfig
-    from edgekd.models import Checkpoint, load_preset
-    from edgekd.models.conformer import ConformerCTC
-    from edgekd.tokens import DEFAULT_TOKENS
-
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("t") / "t.safetensors"
-    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
-    return str(p)
+def teacher(tiny_ckpt_path):
+    return str(tiny_ckpt_path)  # the shared seed-0 tiny checkpoint (conftest)
 
 
 OPTS = DriftOptions(permutations=200)

@@ -330,16 +330,8 @@ def test_label_studio_bad_files_are_one_line(tmp_path, review_manifest, kind):
 
 
 @pytest.fixture(scope="module")
-def good_ckpt(tmp_path_factory):
-    from edgekd.audio import FeaturizerConfig
-    from edgekd.models import Checkpoint, load_preset
-    from edgekd.models.conformer import ConformerCTC
-    from edgekd.tokens import DEFAULT_TOKENS
-
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("ck") / "good.safetensors"
-    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
-    return p
+def good_ckpt(tiny_ckpt_path):
+    return tiny_ckpt_path  # the shared seed-0 tiny checkpoint (conftest)
 
 
 def _hostile_checkpoints(good: Path, d: Path) -> dict[str, Path]:
@@ -502,16 +494,8 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    from edgekd.audio import FeaturizerConfig
-    from edgekd.models import Checkpoint, load_preset
-    from edgekd.models.conformer import ConformerCTC
-    from edgekd.tokens import DEFAULT_TOKENS
-
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
-    return p
+def teacher(tiny_ckpt_path):
+    return tiny_ckpt_path  # the shared seed-0 tiny checkpoint (conftest)
 
 
 def _launch(argv: list, log: Path, pause: str = "") -> subprocess.Popen:

@@ -24,16 +24,8 @@ def data(tmp_path_factory, corpus):
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    from edgekd.audio import FeaturizerConfig
-    from edgekd.models import Checkpoint, load_preset
-    from edgekd.models.conformer import ConformerCTC
-    from edgekd.tokens import DEFAULT_TOKENS
-
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("t") / "teacher.safetensors"
-    Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS, "tiny").save(p)
-    return str(p)
+def teacher(tiny_ckpt_path):
+    return str(tiny_ckpt_path)  # the shared seed-0 tiny checkpoint (conftest)
 
 
 def _outputs(d):
