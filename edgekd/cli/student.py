@@ -21,6 +21,13 @@ def distil(
     dev: Annotated[Optional[Path], typer.Option(help="Labeled target-domain dev manifest.")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    warmup: Annotated[Optional[int], typer.Option(help="Warm-up steps (default steps/10).")] = None,
+    max_frames: Annotated[int, typer.Option(help="Padded feature frames per batch.")] = 12000,
+    eval_every: Annotated[Optional[int], typer.Option(help="Steps between dev WER evaluations (default steps/5).")] = None,
+    ckpt_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 200,
+    hours: Annotated[float, typer.Option(help="Stop after this many hours of wall time (0 = no limit).")] = 0.0,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this student checkpoint (e.g. the shipped general student).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (AVX-512 BF16 CPUs, GPUs).")] = "fp32",
     threads: Threads = 0,
     seed: Seed = 0,
 ):
@@ -32,8 +39,12 @@ def distil(
     from edgekd.train.loop import LoopOptions
 
     opts = options(DistilOptions, preset=preset, loss=loss, temperature=temperature, ctc_weight=ctc_weight,
-                             loop=options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=max(1, steps // 10),
-                                              eval_every=max(1, steps // 5), threads=threads, seed=seed))
+                   max_frames=max_frames, init=str(init or ""),
+                   loop=options(LoopOptions, max_steps=steps, lr=lr,
+                                warmup_steps=max(1, steps // 10) if warmup is None else warmup,
+                                eval_every=max(1, steps // 5) if eval_every is None else eval_every,
+                                ckpt_every=ckpt_every, time_budget_s=hours * 3600, precision=precision,
+                                threads=threads, seed=seed))
     say(str(run_distil(opts, pseudolabels, out, human_labels=human_labels, dev_manifest=dev)))
 
 

@@ -54,7 +54,8 @@ def summary_lines(run_dir: str | Path) -> list[str]:
     d = load("distil")
     if d:
         m = d.metrics
-        lines.append(f"target-test WER: teacher {m['teacher_wer_%']:.1f} %, student {m['student_wer_%']:.1f} %")
+        before = f" (before adaptation {m['student_before_wer_%']:.1f} %)" if "student_before_wer_%" in m else ""
+        lines.append(f"target-test WER: teacher {m['teacher_wer_%']:.1f} %, student {m['student_wer_%']:.1f} %{before}")
         lines.append(f"size: teacher {m['teacher_params'] / 1e6:.2f}M params, student {m['student_params'] / 1e6:.2f}M "
                      f"(1/{m['teacher_params'] / m['student_params']:.1f})")
         lines.append(f"latency student/teacher (PyTorch, 1 host thread): {m.get('latency_ratio') or float('nan'):.2f}x")

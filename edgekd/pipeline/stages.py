@@ -149,7 +149,9 @@ def review_stage(cfg: PipelineConfig) -> Stage:
 
 def distil_stage(cfg: PipelineConfig) -> Stage:
     """Train the student on the soft targets (+ human labels from review), then score it on the
-    target test split beside the teacher's score from teacher_eval (not re-scored here)."""
+    target test split beside the teacher's score from teacher_eval (not re-scored here). With
+    `distil.init` (e.g. the shipped general student) the student adapts that checkpoint, and the
+    checkpoint as it was is scored too: the report shows before adaptation, after, and teacher."""
     from edgekd.distil import run_distil
     from edgekd.evaluate import run_eval
     from edgekd.pipeline.plots import training_curve
@@ -161,15 +163,21 @@ def distil_stage(cfg: PipelineConfig) -> Stage:
 
         m = json.loads(run_distil(opts, ctx.input("soft_targets"), ctx.dir, human_labels=ctx.inputs["human_labels"],
                                   dev_manifest=ctx.inputs["dev"]).read_text())
-        e = run_eval(str(ctx.dir / "model.safetensors"), ctx.input("test"), ctx.dir / "eval-student", progress=False)
         t_rows = json.loads(ctx.input("teacher_eval").read_text())["rows"]
         te = next((r for r in t_rows if r.get("teacher") == 0 and r["split"] == "target_test"), None)
         if te is None:
             raise EdgekdError("stage distil: teacher_eval has no target_test row for the first teacher")
+        scored = {"teacher": (ctx.inputs.get("teacher0"), (te["wer_%"], te["cer_%"]))}
+        models = {"student": ("student", ctx.dir / "model.safetensors")}
+        if "init" in ctx.inputs:  # the starting checkpoint, scored before adaptation
+            models = {"student (before adaptation)": ("init", ctx.input("init")),
+                      "student (adapted)": models["student"]}
+        for name, (folder, path) in models.items():
+            e = run_eval(str(path), ctx.input("test"), ctx.dir / f"eval-{folder}", progress=False)
+            scored[name] = (path, (round(100 * e["wer"], 2), round(100 * e["cer"], 2)))
         rows = []
-        for name, model in (("teacher", ctx.inputs.get("teacher0")), ("student", ctx.dir / "model.safetensors")):
+        for name, (model, (wer, cer)) in scored.items():
             ck = load_checkpoint(model) if model is not None else None  # an hf: teacher has no edgekd checkpoint
-            wer, cer = (te["wer_%"], te["cer_%"]) if name == "teacher" else (round(100 * e["wer"], 2), round(100 * e["cer"], 2))
             rows.append({"model": name, "params": ck.model.num_params() if ck else None,
                          "target_test_wer_%": wer, "target_test_cer_%": cer,
                          "torch_ms_10s_1thread": round(_torch_latency_ms(ck.model), 1) if ck else None})
@@ -177,19 +185,20 @@ def distil_stage(cfg: PipelineConfig) -> Stage:
                                                                  "rows": rows}))
         hist = [json.loads(l) for l in (ctx.dir / "history.jsonl").read_text().splitlines() if l.strip()]
         training_curve(ctx.dir / "curve.png", hist)
-        t_ms, s_ms = rows[0]["torch_ms_10s_1thread"], rows[1]["torch_ms_10s_1thread"]
+        t_ms, s_ms = rows[0]["torch_ms_10s_1thread"], rows[-1]["torch_ms_10s_1thread"]
+        metrics = {"steps": m["metrics"]["steps"], "student_params": rows[-1]["params"],
+                   "teacher_params": rows[0]["params"], "latency_ratio": round(s_ms / t_ms, 3) if t_ms else None,
+                   "teacher_wer_%": rows[0]["target_test_wer_%"], "student_wer_%": rows[-1]["target_test_wer_%"]}
+        if len(rows) == 3:
+            metrics["student_before_wer_%"] = rows[1]["target_test_wer_%"]
         return StageResult(outputs={"model": "model.safetensors", "history": "history.jsonl",
-                                    "compare": "compare.table.json", "curve": "curve.png"},
-                           metrics={"steps": m["metrics"]["steps"], "student_params": rows[1]["params"],
-                                    "teacher_params": rows[0]["params"],
-                                    "latency_ratio": round(s_ms / t_ms, 3) if t_ms else None,
-                                    "teacher_wer_%": rows[0]["target_test_wer_%"],
-                                    "student_wer_%": rows[1]["target_test_wer_%"]})
+                                    "compare": "compare.table.json", "curve": "curve.png"}, metrics=metrics)
     return Stage("distil", run, {**dump_config(cfg)["distil"], "teacher": cfg.teachers[0]},
                  inputs={"soft_targets": Ref("pseudolabel", "soft_targets"),
                          "human_labels": Ref("review", "labeled", optional=True),
                          "teacher_eval": Ref("teacher_eval", "table"), "test": data(cfg, "target_test"),
-                         "dev": data(cfg, "target_dev"), **teacher_files(cfg, first_only=True)})
+                         "dev": data(cfg, "target_dev"), **teacher_files(cfg, first_only=True),
+                         **({"init": Path(opts.init)} if opts.init else {})})
 
 
 def _torch_latency_ms(model, frames: int = 1000, repeats: int = 3) -> float:
