@@ -73,6 +73,32 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     assert {r["artifact"] for r in table} >= {"student/model.onnx", "pruned/model.onnx"}
 
 
+def test_distil_from_a_general_student_scores_it_before_and_after(tiny_config, tmp_path):
+    """distil.init (the demo's shipped general student): distil reruns, and its table has three rows:
+    the starting checkpoint as it was, the adapted student, the teacher."""
+    import shutil
+
+    from edgekd.evaluate import run_eval
+    from edgekd.pipeline.engine import run_stages
+
+    run, upto = tmp_path / "run", ("synth", "teacher_eval", "drift", "pseudolabel", "review", "distil")
+    cfg = load_pipeline_config(tiny_config)
+    run_stages([s for s in build_stages(cfg) if s.name in upto], run, log=lambda m: None)
+    init = tmp_path / "general.safetensors"
+    shutil.copy(run / "distil" / "model.safetensors", init)  # stands in for the shipped student
+    cfg = load_pipeline_config(tiny_config, [f"distil.init={init}"])
+    status = run_stages([s for s in build_stages(cfg) if s.name in upto], run, log=lambda m: None)
+    assert status["distil"] == "ran" and status["pseudolabel"] == "skipped"  # init is part of distil's fingerprint
+    rows = {r["model"]: r for r in json.loads((run / "distil" / "compare.table.json").read_text())["rows"]}
+    assert list(rows) == ["teacher", "student (before adaptation)", "student (adapted)"]
+    test = cfg.data.target_test or run / "synth" / "target" / "test.jsonl"
+    before = run_eval(str(init), test, tmp_path / "eval-init", progress=False)
+    assert rows["student (before adaptation)"]["target_test_wer_%"] == round(100 * before["wer"], 2)
+    m = StageManifest.load(run / "distil").metrics
+    assert m["student_before_wer_%"] == rows["student (before adaptation)"]["target_test_wer_%"]
+    assert m["student_wer_%"] == rows["student (adapted)"]["target_test_wer_%"]
+
+
 @pytest.mark.parametrize("override,msg", [
     ("synth.hours_source=lots", "synth.hours_source: expected a number"),
     ("data.nope=1", "unknown config key 'data.nope'"),

@@ -22,6 +22,8 @@ from edgekd.models.conformer import ConformerCTC, ConformerDims
 from edgekd.tokens import DEFAULT_TOKENS
 
 PRESET_DIR = Path(__file__).parent / "presets"
+# The general student shipped beside the teacher (scripts/train_student.sh): the demo adapts it.
+SHIPPED_STUDENT = Path(__file__).resolve().parents[2] / "models" / "student" / "student-xs.safetensors"
 
 
 def preset_names() -> list[str]:
