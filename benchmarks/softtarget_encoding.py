@@ -1,75 +1,116 @@
-"""Soft-target encodings compared on a real teacher: bytes per frame vs fidelity at T = 1 and 2.
+"""Bytes per frame against fidelity for soft-target encodings, on a real teacher's posteriors.
 
-Usage: python benchmarks/softtarget_encoding.py --teacher models/teacher/teacher.safetensors \
-           --manifest data/corpus/target/dev.jsonl --utts 40
+Usage: python3 benchmarks/softtarget_encoding.py --teacher models/teacher/teacher.safetensors --manifest data/teacher2/source/dev.jsonl --manifest data/teacher2/target/test.jsonl --utts 80
 
-Runs the teacher on `--utts` utterances (full posteriors), encodes them three ways with the same
-top-k / mass cut, and prints per encoding: bytes per frame (raw and deflate-compressed) and the
-mean KL(teacher || rebuilt) at temperature 1 and 2:
-  fp16-implied   float16 log-probs, left-over mass implied as 1 - sum(kept)   (edgekd 0.1)
-  u8-implied     uint8 log-probs (1/16 nat), left-over mass implied
-  u8-stored      uint8 log-probs + uint8 left-over mass per frame            (edgekd's format)
+For each manifest (a clean one: the teacher is confident; a drifted one: it is not) the teacher's
+full (T, V) log-probs are computed once, then every encoding below is applied and decoded:
+bytes per frame after compression (what a shard costs on disk, per frame, ids and all) and the
+mean per-frame KL(teacher || rebuilt) at T=1 and at the KD temperature T=2 (what the student
+is trained against), plus the share of frames whose argmax survives, and the time to compress.
+Every row keeps the top tokens until their mass reaches 1 - eps (eps 1e-3, k <= 8 unless named),
+uint8 ids, log-probs quantised in 1/16 nat, the left-over mass stored per frame. Variants:
+  delta      log-probs within a frame stored as differences (sorted, so small): lossless
+  bzip2/lzma another zip method instead of deflate (np.load reads them all)
+  tail/N     tokens after the first two rounded to a coarser grid (N/16 nat): lossy
+  eps, k     fewer kept tokens: lossy
 """
 
 from __future__ import annotations
 
 import argparse
-import zlib
+import io
+import time
+import zipfile
 
 import numpy as np
+import torch
+
+from edgekd.audio import load_audio
+from edgekd.manifest import read_manifest
+from edgekd.softtargets import decode_topk, encode_topk, pack_shard_arrays, softmax_at_temperature, unpack_q
+from edgekd.teachers import load_teacher
 
 
-def _log_softmax(z: np.ndarray, temp: float) -> np.ndarray:
-    z = z / temp
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
+def teacher_log_probs(teacher_path: str, manifest: str, n: int) -> list[np.ndarray]:
+    t = load_teacher(teacher_path)
+    out = []
+    for u in list(read_manifest(manifest))[:n]:
+        with torch.no_grad():
+            o = t([load_audio(u.audio)])
+        out.append(o.logits[0, : int(o.lengths[0])].float().log_softmax(-1).numpy())
+    return out
 
 
-def _kl(full: np.ndarray, rebuilt: np.ndarray, temp: float) -> float:
-    a, b = _log_softmax(full.astype(np.float64), temp), _log_softmax(rebuilt.astype(np.float64), temp)
-    return float((np.exp(a) * (a - b)).sum(1).mean())
+def zip_bytes(arrays: dict[str, np.ndarray], method: int) -> int:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method) as z:
+        for k, a in arrays.items():
+            with z.open(f"{k}.npy", "w") as f:
+                np.lib.format.write_array(f, a)
+    return len(buf.getvalue())
+
+
+def requantise_tail(enc: dict[str, np.ndarray], step_mult: int) -> dict[str, np.ndarray]:
+    """Tokens at rank >= 2 in their frame rounded to a coarser grid (multiples of step_mult steps)."""
+    counts = enc["counts"].astype(np.int64)
+    rank = np.arange(len(enc["q"])) - np.repeat(np.cumsum(counts) - counts, counts)
+    q = enc["q"].astype(np.int64)
+    coarse = np.clip(np.round(q / step_mult) * step_mult, 0, 255)
+    return {**enc, "q": np.where(rank >= 2, coarse, q).astype(np.uint8)}
+
+
+def kl(p_lp: np.ndarray, q_lp: np.ndarray, temperature: float) -> float:
+    p = softmax_at_temperature(p_lp, temperature).astype(np.float64)
+    q = softmax_at_temperature(q_lp, temperature).astype(np.float64)
+    return float((np.exp(p) * (p - q)).sum(-1).mean())
+
+
+D, B, L = zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA
+VARIANTS = {  # name -> (k, eps, tail step multiple, delta, zip method)
+    "before (absolute q, deflate)": (8, 1e-3, 1, False, D),
+    "bzip2": (8, 1e-3, 1, False, B),
+    "lzma": (8, 1e-3, 1, False, L),
+    "delta (edgekd today)": (8, 1e-3, 1, True, D),
+    "delta +bzip2": (8, 1e-3, 1, True, B),
+    "delta +lzma": (8, 1e-3, 1, True, L),
+    "delta +tail/8": (8, 1e-3, 2, True, D),
+    "delta +tail/4": (8, 1e-3, 4, True, D),
+    "delta eps 3e-3": (8, 3e-3, 1, True, D),
+    "delta k<=6": (6, 1e-3, 1, True, D),
+    "delta +lzma k<=6": (6, 1e-3, 1, True, L),
+}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", required=True)
-    ap.add_argument("--manifest", required=True)
-    ap.add_argument("--utts", type=int, default=40)
-    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--manifest", action="append", required=True)
+    ap.add_argument("--utts", type=int, default=80)
     a = ap.parse_args()
-
-    import torch
-
-    from edgekd.audio import load_audio
-    from edgekd.manifest import read_manifest
-    from edgekd.softtargets import LOGP_STEP, _rebuild, decode_topk, encode_topk, implied_rest
-    from edgekd.teachers import load_teacher
-
     torch.set_num_threads(1)
-    teacher = load_teacher(a.teacher)
-    full = []
-    for u in read_manifest(a.manifest)[: a.utts]:
-        out = teacher([load_audio(u.audio)])
-        full.append(torch.log_softmax(out.logits[0, : int(out.lengths[0])], -1).numpy())
-    lp = np.concatenate(full)
-    t, vocab = lp.shape
-    enc = encode_topk(lp, k=a.k)
-    frame = np.repeat(np.arange(t), enc["counts"].astype(np.int64))
-    true_kept = lp[frame, enc["ids"].astype(np.int64)]
-    print(f"{t} frames from {a.utts} utterances; {len(enc['ids']) / t:.2f} tokens kept per frame; "
-          f"frames with max p > 0.99: {(np.exp(lp.max(1)) > 0.99).mean():.1%}")
-    def implied(lp_kept: np.ndarray) -> np.ndarray:  # rebuilt with the left-over mass implied (edgekd 0.1)
-        return _rebuild(enc["counts"], enc["ids"], lp_kept, implied_rest(enc["counts"], lp_kept, vocab), vocab)
-
-    f16 = true_kept.astype(np.float16)
-    rows = [("fp16-implied", [enc["counts"], enc["ids"], f16], implied(f16.astype(np.float32))),
-            ("u8-implied", [enc["counts"], enc["ids"], enc["q"]], implied(-enc["q"].astype(np.float32) * LOGP_STEP)),
-            ("u8-stored", list(enc.values()), decode_topk(**enc, vocab_size=vocab))]
-    print(f"{'encoding':14} {'B/frame':>8} {'deflate':>8} {'KL T=1':>9} {'KL T=2':>9}")
-    for name, arrays, rebuilt in rows:
-        raw = sum(x.nbytes for x in arrays) / t
-        packed = sum(len(zlib.compress(x.tobytes(), 6)) for x in arrays) / t
-        print(f"{name:14} {raw:8.2f} {packed:8.2f} {_kl(lp, rebuilt, 1):9.2e} {_kl(lp, rebuilt, 2):9.2e}")
+    for man in a.manifest:
+        lps = teacher_log_probs(a.teacher, man, a.utts)
+        frames = sum(len(x) for x in lps)
+        conf = float(np.mean([np.exp(x.max(-1)).mean() for x in lps]))
+        print(f"\n{man}: {len(lps)} utterances, {frames} frames, mean max-prob {conf:.3f}")
+        print(f"{'encoding':32s} {'B/frame':>8s} {'KL T=1':>9s} {'KL T=2':>9s} {'argmax %':>9s} {'write s':>8s}")
+        for name, (k, eps, tail, delta, method) in VARIANTS.items():
+            encs = [encode_topk(x, k, eps) for x in lps]
+            if tail > 1:
+                encs = [requantise_tail(e, tail) for e in encs]
+            t0 = time.perf_counter()
+            arrays = pack_shard_arrays([(str(i), e) for i, e in enumerate(encs)], delta=delta)
+            size = zip_bytes(arrays, method)
+            dt = time.perf_counter() - t0
+            kl1 = kl2 = agree = 0.0
+            for x, e in zip(lps, encs):
+                q = unpack_q(e["counts"], pack_shard_arrays([("u", e)], delta=delta)["dq" if delta else "q"], delta)
+                r = decode_topk(e["counts"], e["ids"], q, e["rest"], x.shape[1])
+                kl1 += kl(x, r, 1.0) * len(x)
+                kl2 += kl(x, r, 2.0) * len(x)
+                agree += float((x.argmax(-1) == r.argmax(-1)).sum())
+            print(f"{name:32s} {size / frames:8.2f} {kl1 / frames:9.5f} {kl2 / frames:9.5f} "
+                  f"{100 * agree / frames:9.2f} {dt:8.2f}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ shipped teacher: KL at T=2 of 0.48 without it vs 0.040 with it, the same as floa
 On decoding the left-over mass is spread uniformly over the tokens not kept and the frame is
 renormalised, so the rebuilt distribution sums to 1.
 
-Shards (`shard-00000.npz`, deflate-compressed) hold many utterances; `index.json` maps id ->
+Shards (`shard-00000.npz`, deflate-compressed) hold many utterances; the kept log-probs of a
+frame are stored as differences (`dq`, see `delta_q`: 10 % fewer bytes, lossless); `index.json` maps id ->
 (shard, frame offset, entry offset, frames); `meta.json` holds tokens, frame rate, k, teachers
 and the bytes per frame on disk. Shards are written atomically (temp + rename), so a shard file
-that exists is complete. Shards written by edgekd 0.1 with float16 log-probs are still read.
+that exists is complete. Older shards (absolute `q`, or edgekd 0.1's float16 log-probs) are still read.
 """
 
 from __future__ import annotations
@@ -94,7 +95,43 @@ def softmax_at_temperature(log_probs: np.ndarray, temperature: float) -> np.ndar
     return (z - np.log(np.exp(z).sum(-1, keepdims=True))).astype(np.float32)
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
+def delta_q(counts: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Kept log-probs of a frame are sorted (most probable first), so their quantised values only
+    grow: store the first of each frame as is and the others as differences (small, >= 0), which
+    a compressor packs far better than the values themselves."""
+    n = counts.astype(np.int64)
+    first = np.zeros(len(q), bool)
+    first[(np.cumsum(n) - n)[n > 0]] = True
+    d = q.astype(np.int16)
+    d[1:] = d[1:] - q[:-1].astype(np.int16)
+    return np.where(first, q, d).astype(np.uint8)
+
+
+def unpack_q(counts: np.ndarray, stored: np.ndarray, delta: bool) -> np.ndarray:
+    """Inverse of `delta_q` (identity when the shard stores absolute values)."""
+    if not delta:
+        return stored
+    n = counts.astype(np.int64)
+    starts = np.cumsum(n) - n
+    c = np.cumsum(stored.astype(np.int64))
+    base = np.repeat(c[starts[n > 0]] - stored[starts[n > 0]], n[n > 0])  # cumsum before each frame
+    return (c - base).astype(np.uint8)
+
+
+def pack_shard_arrays(items: list[tuple[str, dict[str, np.ndarray]]], delta: bool = True) -> dict[str, np.ndarray]:
+    """The arrays one shard stores for (utterance id, encoded) pairs; `dq` replaces `q` when delta."""
+    enc = [e for _, e in items]
+    cat = {k: np.concatenate([e[k] for e in enc]) if enc else np.zeros(0, np.uint8) for k in ("counts", "ids", "q", "rest")}
+    arrays = {"utt_ids": np.array([u for u, _ in items], dtype=object).astype(str),
+              "frames": np.array([len(e["counts"]) for e in enc], np.int64), **cat}
+    if delta:
+        arrays["dq"] = delta_q(arrays["counts"], arrays.pop("q"))
+    return arrays
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # deflate: LZMA and bzip2 save another 0.3-0.6 B/frame but cost 3-20x the write time, which
+    # pseudo-labeling pays per shard (benchmarks/softtarget_encoding.py prints both).
     from edgekd.atomic import atomic_path
 
     with atomic_path(path) as tmp:
@@ -105,15 +142,8 @@ def write_shard(out_dir: str | Path, shard: int, items: list[tuple[str, dict[str
     """Write one shard of (utterance id, encoded) pairs atomically; returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ids = [u for u, _ in items]
-    enc = [e for _, e in items]
     path = out_dir / f"shard-{shard:05d}.npz"
-    _atomic_savez(path,
-                  utt_ids=np.array(ids, dtype=object).astype(str),
-                  frames=np.array([len(e["counts"]) for e in enc], np.int64),
-                  counts=np.concatenate([e["counts"] for e in enc]) if enc else np.zeros(0, np.uint8),
-                  **{k: np.concatenate([e[k] for e in enc]) if enc else np.zeros(0, np.uint8)
-                     for k in ("ids", "q", "rest")})
+    _atomic_savez(path, pack_shard_arrays(items))
     return path
 
 
@@ -170,8 +200,9 @@ class SoftTargets:
                 self._cache.pop(next(iter(self._cache)))
             with np.load(self.dir / f"shard-{s:05d}.npz") as z:
                 counts, ids = z["counts"], z["ids"]
-                if "q" in z:
-                    lp, rest = _dequantise(counts, z["q"], z["rest"], len(self.tokens))
+                if "dq" in z or "q" in z:
+                    q = unpack_q(counts, z["dq"], True) if "dq" in z else z["q"]
+                    lp, rest = _dequantise(counts, q, z["rest"], len(self.tokens))
                 else:  # edgekd 0.1 shards: float16 log-probs, left-over mass implied
                     lp = z["logp"].astype(np.float32)
                     rest = implied_rest(counts, lp, len(self.tokens))

@@ -103,3 +103,27 @@ def test_reader_refuses_non_soft_target_dir(tmp_path):
 
     with pytest.raises(EdgekdError, match="not a soft-target folder"):
         SoftTargets(tmp_path)
+
+
+def test_delta_coded_log_probs_round_trip_exactly(tmp_path):
+    """Shards store each frame's kept log-probs as differences; decoding gives the same bytes, also
+    when a difference is negative (wraps in uint8), and shards with absolute `q` are still read."""
+    from edgekd.softtargets import delta_q, pack_shard_arrays, unpack_q
+
+    enc = encode_topk(_ctc_like(400, seed=3))
+    a = pack_shard_arrays([("u", enc)])
+    assert "q" not in a and (unpack_q(enc["counts"], a["dq"], True) == enc["q"]).all()
+    assert (a["dq"] <= enc["q"]).all() and a["dq"].sum() < enc["q"].sum()  # smaller values: what compresses
+    counts, q = np.array([3, 0, 2], np.uint8), np.array([9, 4, 200, 7, 255], np.uint8)  # unsorted on purpose
+    assert (unpack_q(counts, delta_q(counts, q), True) == q).all()
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "shard-00000.npz", "w") as z:  # an older shard: absolute q
+        for k, v in {**pack_shard_arrays([("u", enc)], delta=False)}.items():
+            with z.open(f"{k}.npy", "w") as f:
+                np.lib.format.write_array(f, v)
+    write_index(tmp_path, {"tokens": ["<blk>"] + [chr(97 + i) for i in range(V - 1)], "frame_rate": 25.0, "k": 8})
+    old = SoftTargets(tmp_path).get("u")
+    write_shard(tmp_path, 0, [("u", enc)])
+    assert np.array_equal(SoftTargets(tmp_path).get("u"), old)
+    assert np.array_equal(old, decode_topk(enc["counts"], enc["ids"], enc["q"], enc["rest"], V))
