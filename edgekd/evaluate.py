@@ -57,7 +57,7 @@ def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quaranti
 
 def run_eval(model: str, manifest: str | Path, out_dir: str | Path, progress: bool = True, beam: int = 0,
              lm: str | Path | None = None, alpha: float = 0.5, beta: float = 1.0) -> dict:
-    """Score `model` (checkpoint path or hf:<id|dir>) on `manifest`; returns the metrics.
+    """Score `model` (checkpoint path, hf:<id|dir> or onnx:<dir|file>) on `manifest`; returns the metrics.
     `beam` > 0 decodes with CTC prefix beam search of that width, scored by the ARPA word LM `lm`
     (weight `alpha`, word insertion bonus `beta`) when given; 0 is greedy."""
     import jiwer

@@ -44,7 +44,7 @@ def train(
 
 
 def eval_cmd(
-    model: Annotated[str, typer.Option(help="Checkpoint (.safetensors) or hf:<hub id or local dir>.")],
+    model: Annotated[str, typer.Option(help="Checkpoint (.safetensors), hf:<hub id or local dir> or onnx:<dir or .onnx>.")],
     manifest: ManifestArg,
     out: OutDir,
     beam: Annotated[int, typer.Option(help="CTC prefix beam search of this width (0 = greedy).")] = 0,
@@ -65,7 +65,7 @@ def eval_cmd(
 
 def pseudolabel(
     manifest: ManifestArg,
-    teacher: Annotated[list[str], typer.Option(help="Teacher checkpoint or hf:<id|dir>; repeat for an ensemble.")],
+    teacher: Annotated[list[str], typer.Option(help="Teacher checkpoint, hf:<id|dir> or onnx:<dir|file>; repeat for an ensemble.")],
     out: OutDir,
     weight: Annotated[Optional[list[float]], typer.Option(help="Ensemble weight per teacher (default equal).")] = None,
     k: Annotated[int, typer.Option(help="Max tokens kept per frame.")] = 8,

@@ -29,10 +29,15 @@ def data(cfg: PipelineConfig, name: str) -> Input:
 
 
 def teacher_files(cfg: PipelineConfig, first_only: bool = False) -> dict[str, Path]:
-    """`teacher<i>` -> checkpoint, for the teachers that are files (hf:<id> ones are config)."""
+    """`teacher<i>` -> checkpoint or ONNX model, for the teachers that are files (hf:<id> ones are config)."""
     out = {}
     for i, t in enumerate(cfg.teachers[:1] if first_only else cfg.teachers):
         if t.startswith("hf:"):
+            continue
+        if t.startswith("onnx:"):
+            from edgekd.teachers.onnx import find_model
+
+            out[f"teacher{i}"] = find_model(t[5:])  # the graph is what can change a result
             continue
         if not Path(t).exists():
             raise EdgekdError(f"teacher {t} does not exist (train one with scripts/train_teacher.sh)")
@@ -43,7 +48,8 @@ def teacher_files(cfg: PipelineConfig, first_only: bool = False) -> dict[str, Pa
 def teacher_specs(cfg: PipelineConfig, ctx: StageContext, first_only: bool = False) -> list[str]:
     """The teachers as `load_teacher` takes them: declared checkpoint inputs, or hf:<id>."""
     ts = cfg.teachers[:1] if first_only else cfg.teachers
-    return [t if t.startswith("hf:") else str(ctx.input(f"teacher{i}")) for i, t in enumerate(ts)]
+    return [t if t.startswith("hf:") else ("onnx:" if t.startswith("onnx:") else "") + str(ctx.input(f"teacher{i}"))
+            for i, t in enumerate(ts)]
 
 
 def synth_stage(cfg: PipelineConfig) -> Stage:

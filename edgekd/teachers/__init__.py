@@ -2,7 +2,8 @@
 
 One interface (`base.Teacher`: name, tokens, frame_rate, sample_rate, featurizer, __call__) for
 the project's own conformer checkpoints (`conformer.py`) and external models (Hugging Face CTC
-models via `hf:<hub id or local dir>`, `hf.py`), so pseudo-labeling and distillation never care
+models via `hf:<hub id or local dir>`, `hf.py`; ONNX CTC models in sherpa-onnx's contracts via
+`onnx:<dir or model.onnx>`, `onnx.py`), so pseudo-labeling and distillation never care
 which family a teacher is. A new family is a module here plus a prefix in `load_teacher`.
 """
 
@@ -21,8 +22,12 @@ SHIPPED_TEACHER = Path(__file__).resolve().parents[2] / "models" / "teacher" / "
 
 
 def load_teacher(spec: str | Path) -> Teacher:
-    """`path/to/model.safetensors` (edgekd checkpoint) or `hf:<hub id or local dir>`."""
+    """`path/to/model.safetensors` (edgekd checkpoint), `hf:<hub id or local dir>` or `onnx:<dir or .onnx>`."""
     spec = str(spec)
+    if spec.startswith("onnx:"):
+        from edgekd.teachers.onnx import OnnxCTCTeacher
+
+        return OnnxCTCTeacher(spec[5:])
     if spec.startswith("hf:"):
         try:
             from edgekd.teachers.hf import HFCTCTeacher

@@ -1,0 +1,146 @@
+"""ONNX CTC models in the contracts sherpa-onnx reads, as edgekd teachers (`onnx:<dir or model.onnx>`).
+
+A user arrives with a CTC model exported for sherpa-onnx (icefall zipformer2 CTC, WeNet CTC, or
+one of edgekd's own exports); this runs it on onnxruntime and gives per-frame log-probs like any
+teacher. What the model expects is read from the file, never guessed silently:
+
+| `model_type` metadata | inputs | features |
+|---|---|---|
+| `zipformer2_ctc` (icefall, edgekd) | `x` (N, T, F) + `x_lens` | edgekd's `featurizer` metadata if present, else sherpa-onnx's defaults (Kaldi fbank, `FeaturizerConfig()`, F from the graph) |
+| `zipformer2_ctc`, edgekd `input: waveform` | `audio` (N, S) + `audio_lens` | inside the graph |
+| `wenet_ctc` | `x` (N, T, F) + `x_lens` | sherpa-onnx's defaults on samples scaled to int16 range (WeNet's convention) |
+
+The output is the graph's first two outputs: log-probs (N, T', V) and their lengths. Tokens come
+from `tokens.txt` beside the model (`<symbol> <id>`, `▁` for the space of a character model) or
+edgekd's `tokens` metadata; the blank (`<blk>`, `<blank>` or `<eps>`) is moved to id 0 wherever
+the model has it, as edgekd's teachers are defined. NeMo's `EncDecCTCModel[BPE]` contract needs
+NeMo's own (librosa-style, per-feature normalised) features and is not supported yet: it fails
+with one line saying so. A missing metadata key that decides the features fails the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekd.audio import FeaturizerConfig
+from edgekd.errors import EdgekdError
+from edgekd.teachers.base import TeacherOutput
+
+CONTRACTS = ("zipformer2_ctc", "wenet_ctc")
+BLANKS = ("<blk>", "<blank>", "<eps>")
+INT16_SCALE = 32768.0  # WeNet models take samples in [-32768, 32767] (sherpa-onnx: normalize_samples=false)
+
+
+def find_model(spec: str | Path) -> Path:
+    """A .onnx file, or the one model in a folder (`model.onnx` preferred)."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise EdgekdError(f"teacher onnx:{spec}: no such file or folder")
+    if (p / "model.onnx").is_file():
+        return p / "model.onnx"
+    found = sorted(x for x in p.glob("*.onnx") if ".int8." not in x.name)
+    if len(found) != 1:
+        raise EdgekdError(f"teacher onnx:{spec}: expected one .onnx model (or model.onnx) in the folder, "
+                          f"found {[x.name for x in found] or 'none'}")
+    return found[0]
+
+
+def read_tokens(model: Path, meta: dict[str, str]) -> list[str]:
+    """Symbols by id from `tokens.txt` beside the model, else edgekd's `tokens` metadata."""
+    txt = model.parent / "tokens.txt"
+    if txt.is_file():
+        table: dict[int, str] = {}
+        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            sym, _, idx = line.rstrip("\n").rpartition(" ")
+            if not sym or not idx.lstrip("-").isdigit():
+                raise EdgekdError(f"{txt}:{n}: expected '<symbol> <id>', got {line!r}")
+            table[int(idx)] = sym
+        if sorted(table) != list(range(len(table))):
+            raise EdgekdError(f"{txt}: ids are not 0..{len(table) - 1}")
+        return [table[i] for i in range(len(table))]
+    if "tokens" in meta:
+        return list(json.loads(meta["tokens"]))
+    raise EdgekdError(f"teacher onnx:{model}: no tokens.txt beside it and no 'tokens' metadata")
+
+
+class OnnxCTCTeacher:
+    def __init__(self, spec: str | Path, threads: int = 1):
+        from edgekd.export.onnx import ort_session
+
+        self.path = find_model(spec)
+        self.name = self.path.stem
+        try:
+            self.sess = ort_session(self.path, threads=threads)
+        except Exception as e:  # onnxruntime's errors are long; its first line names the problem
+            raise EdgekdError(f"teacher onnx:{self.path}: onnxruntime can't load it ({str(e).splitlines()[0]})") from None
+        meta = self.sess.get_modelmeta().custom_metadata_map
+        self.model_type = meta.get("model_type")
+        if self.model_type not in CONTRACTS:
+            hint = " (NeMo's features are not implemented yet)" if str(self.model_type).startswith("EncDecCTC") else ""
+            raise EdgekdError(f"teacher onnx:{self.path}: metadata 'model_type' is {self.model_type!r}; "
+                              f"supported: {', '.join(CONTRACTS)}{hint}")
+        self.inputs = [i.name for i in self.sess.get_inputs()]
+        self.outputs = [o.name for o in self.sess.get_outputs()][:2]
+        self.waveform_input = meta.get("input") == "waveform"
+        self.featurizer = self._featurizer(meta)
+        self.sample_rate = self.featurizer.sample_rate
+        if "frame_rate" in meta:
+            self.frame_rate = float(meta["frame_rate"])
+        elif "subsampling_factor" in meta:
+            self.frame_rate = self.featurizer.frame_rate / int(meta["subsampling_factor"])
+        else:
+            raise EdgekdError(f"teacher onnx:{self.path}: metadata has neither 'frame_rate' nor 'subsampling_factor'")
+        tokens = read_tokens(self.path, meta)
+        blank = next((i for i, t in enumerate(tokens) if t in BLANKS), None)
+        if blank is None:
+            raise EdgekdError(f"teacher onnx:{self.path}: no blank symbol ({', '.join(BLANKS)}) in its tokens")
+        # edgekd's convention: blank is id 0 -> columns reordered once here, nothing else changes
+        self.order = [blank] + [i for i in range(len(tokens)) if i != blank]
+        syms = [tokens[i] for i in self.order]
+        from edgekd.tokens import BLANK
+
+        char_model = all(len(t) == 1 for t in syms[1:])  # a character model writes its space as ▁
+        self.tokens = tuple([BLANK] + [(" " if (t == "▁" and char_model) else t) for t in syms[1:]])
+
+    def _featurizer(self, meta: dict[str, str]) -> FeaturizerConfig:
+        if "featurizer" in meta:  # edgekd's own export: the exact featurizer it was trained with
+            return FeaturizerConfig.from_dict(json.loads(meta["featurizer"]))
+        dim = self.sess.get_inputs()[0].shape[-1]
+        if not isinstance(dim, int):
+            dim = int(meta.get("feat_dim", 0)) or None
+        if dim is None:
+            raise EdgekdError(f"teacher onnx:{self.path}: the feature size is dynamic in the graph and metadata "
+                              "has no 'feat_dim'")
+        return FeaturizerConfig(sample_rate=int(meta.get("sample_rate", 16000)), n_mels=dim)
+
+    @torch.no_grad()
+    def __call__(self, waves: list[np.ndarray]) -> TeacherOutput:
+        from edgekd.audio import featurize
+
+        if self.waveform_input:
+            n = max(len(w) for w in waves)
+            x = np.zeros((len(waves), n), np.float32)
+            for i, w in enumerate(waves):
+                x[i, : len(w)] = w
+            lens = np.array([len(w) for w in waves], np.int64)
+        else:
+            feats, flens = featurize(waves, self.featurizer)
+            if self.model_type == "wenet_ctc":  # samples x s add 2 ln s to every log-energy (the same
+                feats = feats + 2 * math.log(INT16_SCALE)  # except below the log floor: digital silence)
+            x, lens = feats.numpy().astype(np.float32), flens.numpy().astype(np.int64)
+        lp, out_lens = self.sess.run(self.outputs, {self.inputs[0]: x, self.inputs[1]: lens})
+        logits = torch.from_numpy(np.ascontiguousarray(lp[..., self.order])).float()
+        out_lens = torch.from_numpy(np.asarray(out_lens)).long()
+        # no encoder output leaves the graph: the mean posterior over valid frames stands in (drift)
+        mask = (torch.arange(logits.shape[1])[None, :] < out_lens[:, None]).float()[..., None]
+        emb = (logits.log_softmax(-1).exp() * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return TeacherOutput(logits, out_lens, emb)

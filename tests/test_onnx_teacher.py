@@ -1,0 +1,130 @@
+"""ONNX CTC teachers (`onnx:`): edgekd's own export matches the PyTorch teacher; the wenet_ctc and
+zipformer2_ctc contracts on hand-built graphs; blank moved to id 0; clear one-line failures."""
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from edgekd.audio import FeaturizerConfig, featurize
+from edgekd.errors import EdgekdError
+from edgekd.teachers import load_teacher
+from edgekd.tokens import DEFAULT_TOKENS
+
+V, F = len(DEFAULT_TOKENS), 80
+
+
+def _waves(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(16000 * 2) / 16000
+    return [(0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t[: 16000 + 5000 * i])
+             + 0.05 * rng.standard_normal(16000 + 5000 * i)).astype(np.float32) for i in range(n)]
+
+
+def _kl(p_logits, q_logits):
+    p, q = p_logits.log_softmax(-1).double(), q_logits.log_softmax(-1).double()
+    return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+def test_edgekd_export_as_onnx_teacher_matches_pytorch(tiny_ckpt_path, tmp_path):
+    from edgekd.export.onnx import export_onnx
+    from edgekd.models import load_checkpoint
+
+    export_onnx(load_checkpoint(tiny_ckpt_path), tmp_path / "model.onnx")
+    pt, ox = load_teacher(tiny_ckpt_path), load_teacher(f"onnx:{tmp_path}")
+    assert ox.tokens == pt.tokens and ox.frame_rate == pt.frame_rate and ox.sample_rate == 16000
+    waves = _waves()
+    a, b = pt(waves), ox(waves)
+    assert torch.equal(a.lengths, b.lengths)
+    for i, n in enumerate(a.lengths.tolist()):
+        assert _kl(a.logits[i, :n], b.logits[i, :n]) <= 1e-4  # the issue's parity bound, per frame
+
+
+def _linear_graph(path, model_type, tokens, extra_meta=None, scale=1.0):
+    """x (N, T, F), x_lens -> log_probs = log_softmax(scale * x @ W), log_probs_len = x_lens: a CTC
+    model in sherpa-onnx's two-input contract, small enough to recompute here."""
+    w = np.random.default_rng(1).standard_normal((F, len(tokens))).astype(np.float32) * 0.05
+    nodes = [helper.make_node("Mul", ["x", "s"], ["xs"]), helper.make_node("MatMul", ["xs", "W"], ["z"]),
+             helper.make_node("LogSoftmax", ["z"], ["log_probs"], axis=-1),
+             helper.make_node("Identity", ["x_lens"], ["log_probs_len"])]
+    g = helper.make_graph(nodes, "ctc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", F]),
+                                         helper.make_tensor_value_info("x_lens", TensorProto.INT64, ["N"])],
+                          [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["N", "T", len(tokens)]),
+                           helper.make_tensor_value_info("log_probs_len", TensorProto.INT64, ["N"])],
+                          [helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.ravel()),
+                           helper.make_tensor("s", TensorProto.FLOAT, [], [scale])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    helper.set_model_props(m, {"model_type": model_type, "subsampling_factor": "1", **(extra_meta or {})})
+    path.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(path / "model.onnx"))
+    (path / "tokens.txt").write_text("".join(f"{'▁' if t == ' ' else t} {i}\n" for i, t in enumerate(tokens)))
+    return w
+
+
+def test_wenet_contract_features_on_int16_scale(tmp_path):
+    """WeNet models take samples in int16 range: the teacher's log-mels are 2 ln 32768 higher than
+    edgekd's, which the graph undoes here, so its posteriors equal the same matmul on edgekd's."""
+    w = _linear_graph(tmp_path, "wenet_ctc", DEFAULT_TOKENS)
+    t = load_teacher(f"onnx:{tmp_path / 'model.onnx'}")
+    assert t.tokens == DEFAULT_TOKENS and t.frame_rate == 100.0
+    waves = _waves(2)
+    out = t(waves)
+    feats, lens = featurize(waves, FeaturizerConfig())
+    want = torch.from_numpy((feats.numpy() + 2 * math.log(32768)) @ w).log_softmax(-1)
+    assert torch.equal(out.lengths, lens)
+    for i, n in enumerate(lens.tolist()):
+        assert torch.allclose(out.logits[i, :n].log_softmax(-1), want[i, :n], atol=1e-3)
+    z = _linear_graph(tmp_path / "z", "zipformer2_ctc", DEFAULT_TOKENS)  # same graph, no int16 scaling
+    got = load_teacher(f"onnx:{tmp_path / 'z'}")(waves[:1]).logits[0].log_softmax(-1)
+    assert torch.allclose(got, torch.from_numpy(feats[0, : lens[0]].numpy() @ z).log_softmax(-1), atol=1e-3)
+
+
+def test_blank_is_moved_to_id_zero(tmp_path):
+    """NeMo-style token order (blank last): columns are reordered so blank is 0 and symbols follow."""
+    tokens = list(DEFAULT_TOKENS[1:]) + ["<blk>"]
+    w = _linear_graph(tmp_path, "zipformer2_ctc", tokens)
+    t = load_teacher(f"onnx:{tmp_path}")
+    assert t.tokens == DEFAULT_TOKENS
+    waves = _waves(1)
+    feats, _ = featurize(waves, FeaturizerConfig())
+    raw = torch.from_numpy(feats[0].numpy() @ w).log_softmax(-1)
+    got = t(waves).logits[0]
+    assert torch.allclose(got[:, 0], raw[:, -1], atol=1e-4) and torch.allclose(got[:, 1:], raw[:, :-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("meta,tokens_txt,msg", [
+    ({"model_type": "EncDecCTCModelBPE"}, True, "NeMo's features are not implemented"),
+    ({"model_type": None}, True, "metadata 'model_type' is None"),
+    ({"subsampling_factor": None}, True, "neither 'frame_rate' nor 'subsampling_factor'"),
+    ({}, False, "no tokens.txt beside it"),
+])
+def test_missing_or_unsupported_metadata_is_one_clear_line(tmp_path, meta, tokens_txt, msg):
+    _linear_graph(tmp_path, "zipformer2_ctc", DEFAULT_TOKENS)
+    m = onnx.load(str(tmp_path / "model.onnx"))
+    props = {p.key: p.value for p in m.metadata_props}
+    props.update({k: v for k, v in meta.items() if v is not None})
+    for k in [k for k, v in meta.items() if v is None]:
+        props.pop(k)
+    del m.metadata_props[:]
+    helper.set_model_props(m, props)
+    onnx.save(m, str(tmp_path / "model.onnx"))
+    if not tokens_txt:
+        (tmp_path / "tokens.txt").unlink()
+    with pytest.raises(EdgekdError, match=msg) as e:
+        load_teacher(f"onnx:{tmp_path}")
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_folder_with_several_models_names_them(tmp_path):
+    _linear_graph(tmp_path, "zipformer2_ctc", DEFAULT_TOKENS)
+    (tmp_path / "model.onnx").rename(tmp_path / "a.onnx")
+    (tmp_path / "b.onnx").write_bytes((tmp_path / "a.onnx").read_bytes())
+    with pytest.raises(EdgekdError, match=r"expected one \.onnx model.*a\.onnx.*b\.onnx"):
+        load_teacher(f"onnx:{tmp_path}")
+    (tmp_path / "b.onnx").unlink()
+    assert load_teacher(f"onnx:{tmp_path}").name == "a"
