@@ -1,6 +1,6 @@
-"""The shipped teacher is a recognizer: it loads, and on freshly synthesized held-out sentences in
-held-out voices it stays under a fixed WER. Shipping a worse model fails this test: teacher v1
-(template text) scores 101 % WER on this split."""
+"""The shipped teacher and general student are recognizers: they load, and on freshly synthesized
+held-out sentences in held-out voices they stay under a fixed WER. Shipping a worse model fails
+this test: teacher v1 (template text) scores 101 % WER on this split."""
 
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from edgekd.models import load_checkpoint
 from edgekd.synth import SynthOptions, engines, opentext, run_synth
 
 TEACHER = Path(__file__).resolve().parents[1] / "models/teacher/teacher.safetensors"
+STUDENT = Path(__file__).resolve().parents[1] / "models/student/student-xs.safetensors"
 # Measured on this split (greedy, 23 utterances): teacher v2 70.8 % WER / 21.6 % CER; v1 101.2 % /
 # 44.7 %. The bound leaves room for a retrained teacher of the same quality, not for one that
 # stopped recognizing new sentences.
@@ -23,15 +24,32 @@ def test_shipped_teacher_loads_self_describing():
     assert TEACHER.stat().st_size <= 25e6  # the size limit of the shipped teacher
 
 
-@pytest.mark.skipif(not opentext.WORDNET_DIR.is_dir() and not opentext.FORTUNE_DIR.is_dir(),
-                    reason="open text needs Debian wordnet-base / fortunes")
-def test_shipped_teacher_recognizes_new_sentences_in_new_voices(tmp_path):
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """source/test: test-split sentences (never trained on) in held-out espeak voice variants + piper."""
+    if not opentext.WORDNET_DIR.is_dir() and not opentext.FORTUNE_DIR.is_dir():
+        pytest.skip("open text needs Debian wordnet-base / fortunes")
     if engines.available()["espeak"]:
         pytest.skip(engines.available()["espeak"])
-    # source/test: test-split sentences (never trained on) in held-out espeak voice variants + piper
+    d = tmp_path_factory.mktemp("heldout")
     opts = SynthOptions(seed=424242, text="open", hours_source=0.03, hours_target=0.0, dev_fraction=0.0,
                         test_fraction=0.6, min_split_utts=2, engines=("espeak", "piper"), piper_fraction=0.2)
-    run_synth(opts, tmp_path, progress=False)
-    m = run_eval(str(TEACHER), tmp_path / "source/test.jsonl", tmp_path / "eval", progress=False)
+    run_synth(opts, d, progress=False)
+    return d / "source/test.jsonl"
+
+
+def test_shipped_teacher_recognizes_new_sentences_in_new_voices(heldout, tmp_path):
+    m = run_eval(str(TEACHER), heldout, tmp_path / "eval", progress=False)
     assert m["n"] >= 15
     assert m["wer"] <= MAX_WER, f"shipped teacher WER {m['wer']:.3f} on held-out sentences/voices > {MAX_WER}"
+
+
+def test_shipped_student_is_small_and_self_describing():
+    ck = load_checkpoint(STUDENT)
+    assert ck.role == "student" and ck.tokens == load_checkpoint(TEACHER).tokens
+    assert STUDENT.stat().st_size <= 5e6  # the size limit of the shipped general student
+
+
+def test_shipped_student_recognizes_new_sentences_in_new_voices(heldout, tmp_path):
+    m = run_eval(str(STUDENT), heldout, tmp_path / "eval", progress=False)
+    assert m["wer"] <= STUDENT_MAX_WER, f"shipped student WER {m['wer']:.3f} on held-out sentences/voices > {STUDENT_MAX_WER}"
