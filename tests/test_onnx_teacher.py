@@ -42,6 +42,27 @@ def test_edgekd_export_as_onnx_teacher_matches_pytorch(tiny_ckpt_path, tmp_path)
     assert torch.equal(a.lengths, b.lengths)
     for i, n in enumerate(a.lengths.tolist()):
         assert _kl(a.logits[i, :n], b.logits[i, :n]) <= 1e-4  # the parity bound, per frame
+    # and through pseudo-labeling: the same 1-best and (quantised) soft targets as the PyTorch teacher
+    import soundfile as sf
+
+    from edgekd.manifest import Utterance, write_manifest
+    from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
+    from edgekd.records import read_pseudolabels
+    from edgekd.softtargets import SoftTargets
+
+    utts = []
+    for i, w in enumerate(waves):
+        sf.write(tmp_path / f"u{i}.wav", w, 16000)
+        utts.append(Utterance(id=f"u{i}", audio=str(tmp_path / f"u{i}.wav"), duration=len(w) / 16000))
+    man = write_manifest(tmp_path / "m.jsonl", utts)
+    opts = PseudoLabelOptions(workers=1, review_fraction=0.0)
+    outs = [run_pseudolabel(opts, man, [spec], tmp_path / name).parent
+            for name, spec in (("pt", str(tiny_ckpt_path)), ("onnx", f"onnx:{tmp_path}"))]
+    labels = [{p.id: p.text for p in read_pseudolabels(o / "labels.jsonl")} for o in outs]
+    assert labels[0] == labels[1]
+    st = [SoftTargets(o) for o in outs]
+    for u in utts:
+        assert np.abs(st[0].get(u.id) - st[1].get(u.id)).max() < 0.2  # within a few 1/16-nat steps
 
 
 def _linear_graph(path, model_type, tokens, extra_meta=None, scale=1.0):
