@@ -74,6 +74,10 @@ def pseudolabel(
     workers: Annotated[int, typer.Option(help="Processes.")] = 2,
     beam: Annotated[int, typer.Option(help="1-best by beam search of this width (0 = greedy).")] = 0,
     lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (`edgekd lm`).")] = None,
+    plan: Annotated[bool, typer.Option(help="Print the expected cost (wall and core hours, disk) from a "
+                                            "calibration on a sample; label nothing.")] = False,
+    plan_nodes: Annotated[str, typer.Option(help="--plan: cluster sizes to project to.")] = "1,4,16",
+    plan_sample: Annotated[int, typer.Option(help="--plan: utterances in the calibration sample.")] = 40,
 ):
     """Soft targets (top-k posteriors), 1-best labels, confidence and routing for unlabeled audio.
 
@@ -83,6 +87,26 @@ def pseudolabel(
 
     opts = options(PseudoLabelOptions, k=k, review_fraction=review_fraction, confidence_threshold=threshold,
                                   workers=workers, beam=beam, lm=str(lm or ""))
+    if plan:
+        import json
+
+        from edgekd.plan import PlanOptions, plan_pseudolabel
+        from edgekd.tables import table_text
+
+        try:
+            nodes = tuple(int(n) for n in plan_nodes.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"--plan-nodes {plan_nodes!r}: expected comma-separated integers") from None
+        p = plan_pseudolabel(opts, manifest, teacher, weight or (),
+                             options(PlanOptions, sample_utts=plan_sample, nodes=nodes))
+        c = p["calibration"]
+        say(table_text(p["rows"], title=f"pseudo-labeling cost: {c['x_realtime_per_node']}x real time per node "
+                                        f"({c['workers']} workers, {c['x_realtime_per_core']}x per core), "
+                                        f"{c['startup_s']} s start-up, {c['bytes_per_frame']} B/frame; "
+                                        f"assumes {c['assumes']}"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plan.json").write_text(json.dumps(p, indent=2) + "\n")
+        return
     say(str(run_pseudolabel(opts, manifest, teacher, out, weight or ())))
 
 
