@@ -8,6 +8,13 @@
   the comparison is then exact up to the dropped top-k tail.
 - `align_frames`: teacher frames to the student's frame rate — average probabilities over
   groups when the teacher is finer, repeat when it is coarser, nearest frame otherwise.
+- `layer_map`, `FeatureProjector`, `feature_kd_loss`: feature-based KD (FitNets; DistilBERT's
+  cosine on hidden states): student layer i learns teacher layer round(i·L_t/L_s) through a
+  learned linear projection (student dim -> teacher dim), per valid frame.
+- `relation_kd_loss`: relation-based KD: per utterance, the frame-to-frame cosine similarity
+  matrices of teacher and student, row-softmaxed at a temperature, compared by KL. It compares
+  structure, not coordinates, so it needs no projection and ignores any rotation or scale of
+  either side's features.
 """
 
 from __future__ import annotations
@@ -77,3 +84,51 @@ def align_frames(teacher_logp: torch.Tensor, n_student: int, teacher_rate: float
         return out[:n_student]
     pad = out[-1:].expand(n_student - out.shape[0], v) if out.shape[0] else torch.full((n_student, v), -math.log(v))
     return torch.cat([out, pad])
+
+
+def layer_map(n_student: int, n_teacher: int) -> list[int]:
+    """0-based teacher layer for each student layer: student i (1-based) <- teacher round(i·L_t/L_s)."""
+    if n_student < 1 or n_teacher < 1:
+        raise ValueError("layer counts must be >= 1")
+    # half up, not Python's half-to-even: 2.5 -> 3, so the map is monotone and evenly spread
+    return [max(1, math.floor((i + 1) * n_teacher / n_student + 0.5)) - 1 for i in range(n_student)]
+
+
+class FeatureProjector(torch.nn.Module):
+    """One linear map (student dim -> teacher dim) per distilled student layer."""
+
+    def __init__(self, d_student: int, d_teacher: int, n_layers: int):
+        super().__init__()
+        self.proj = torch.nn.ModuleList(torch.nn.Linear(d_student, d_teacher) for _ in range(n_layers))
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        if len(feats) != len(self.proj):
+            raise ValueError(f"{len(feats)} student layers for {len(self.proj)} projections")
+        return [p(f) for p, f in zip(self.proj, feats)]
+
+
+def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor], lengths: torch.Tensor,
+                    projector: FeatureProjector, kind: str = "cosine") -> torch.Tensor:
+    """Mean over mapped layers and valid frames of 1 - cos (or MSE) between projected student and teacher."""
+    if kind not in ("cosine", "mse"):
+        raise ValueError(f"kind must be cosine or mse, got {kind!r}")
+    total = student_feats[0].new_zeros(())
+    for s, t in zip(projector(student_feats), teacher_feats):
+        d = (1 - F.cosine_similarity(s, t, dim=-1)) if kind == "cosine" else ((s - t) ** 2).mean(-1)
+        mask = length_mask(lengths, d.shape[1]).float()
+        total = total + (d * mask).sum() / mask.sum().clamp(min=1)
+    return total / len(teacher_feats)
+
+
+def relation_kd_loss(student: torch.Tensor, teacher: torch.Tensor, lengths: torch.Tensor,
+                     temperature: float = 0.1) -> torch.Tensor:
+    """(B, T, Ds), (B, T, Dt), (B,) -> KL between row-softmaxed frame-similarity matrices, mean over
+    valid rows. Padded frames are masked out of both the rows and the softmax."""
+    s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
+    valid = length_mask(lengths, s.shape[1])
+    pair = valid[:, :, None] & valid[:, None, :]
+    neg = torch.finfo(torch.float32).min
+    ls = torch.log_softmax((s @ s.transpose(1, 2) / temperature).masked_fill(~pair, neg), -1)
+    lt = torch.log_softmax((t @ t.transpose(1, 2) / temperature).masked_fill(~pair, neg), -1)
+    kl = (lt.exp() * (lt - ls)).masked_fill(~pair, 0).sum(-1)  # (B, T)
+    return (kl * valid).sum() / valid.sum().clamp(min=1)

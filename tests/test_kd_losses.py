@@ -68,3 +68,48 @@ def test_annealing_schedule_phases():
     # at T = tau_max the target is the teacher's own (centred) logits: zero loss for student = teacher
     assert annealing_mse(z, lp, lens, 5, 5).item() == pytest.approx(0.0, abs=1e-6)
     assert annealing_mse(z, lp, lens, 1, 5).item() > 0  # early: a softened target
+
+
+def test_layer_map_spreads_student_layers_over_the_teacher():
+    from edgekd.kd_losses import layer_map
+
+    assert layer_map(6, 12) == [1, 3, 5, 7, 9, 11]  # student i <- teacher 2i (1-based)
+    assert layer_map(4, 4) == [0, 1, 2, 3] and layer_map(3, 12)[-1] == 11  # last student <- last teacher
+    assert layer_map(12, 6) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_feature_kd_projects_to_teacher_dim_and_learns():
+    from edgekd.kd_losses import FeatureProjector, feature_kd_loss
+
+    torch.manual_seed(0)
+    s = [torch.randn(2, 7, 96, requires_grad=True) for _ in range(2)]
+    t = [torch.randn(2, 7, 192) for _ in range(2)]
+    proj = FeatureProjector(96, 192, 2)
+    assert [p.shape for p in proj(s)] == [(2, 7, 192)] * 2
+    lens = torch.tensor([7, 4])
+    loss = feature_kd_loss(s, t, lens, proj)
+    loss.backward()
+    assert proj.proj[0].weight.grad is not None and s[0].grad[1, 4:].abs().sum() == 0  # padding teaches nothing
+    opt = torch.optim.Adam(proj.parameters(), lr=0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        l2 = feature_kd_loss([x.detach() for x in s], t, lens, proj, kind="mse")
+        l2.backward()
+        opt.step()
+    assert l2.item() < feature_kd_loss([x.detach() for x in s], t, lens, FeatureProjector(96, 192, 2), kind="mse").item()
+
+
+def test_relation_kd_zero_when_equal_and_blind_to_rotation_and_padding():
+    from edgekd.kd_losses import relation_kd_loss
+
+    torch.manual_seed(0)
+    t = torch.randn(2, 9, 16)
+    lens = torch.tensor([9, 6])
+    assert relation_kd_loss(t, t, lens).abs().item() < 1e-6
+    q, _ = torch.linalg.qr(torch.randn(16, 16))  # a rotation of the student's feature space
+    assert relation_kd_loss(3.0 * t @ q, t, lens).abs().item() < 1e-4
+    other = torch.randn(2, 9, 8)
+    assert relation_kd_loss(other, t, lens).item() > 0.01  # different structure, different loss
+    padded = t.clone()
+    padded[1, 6:] = 100 * torch.randn(3, 16)  # garbage in the padding changes nothing
+    assert torch.allclose(relation_kd_loss(other, padded, lens), relation_kd_loss(other, t, lens))
