@@ -26,6 +26,8 @@ def main() -> None:
     res = json.loads((run / "eval/results.json").read_text())["sets"]
     teacher = json.loads(Path(a.teacher_eval).read_text())["sets"]
     ck = load_checkpoint(model)
+    teacher_path = (pl["config"].get("teachers") or ["models/teacher/teacher.safetensors"])[0]
+    t_params = load_checkpoint(teacher_path).model.num_params()
     hist = [json.loads(line) for line in (run / "distil/history.jsonl").read_text().splitlines() if line.strip()]
     dev = [h for h in hist if "dev_wer" in h]
     rates = sorted(h["audio_s_per_s"] for h in hist if "audio_s_per_s" in h)
@@ -37,9 +39,9 @@ def main() -> None:
         "distil stage, which adapts it to drifted target audio by KD (`distil.init`; set it to \"\" to train",
         "from scratch).", "",
         "| | |", "|---|---|",
-        f"| preset | `{ck.preset}` ({ck.model.num_params() / 1e6:.2f}M params, 1/{10.72e6 / ck.model.num_params():.0f} "
-        f"of teacher-m), stored fp16 ({model.stat().st_size / 1e6:.1f} MB) |",
-        f"| teacher | {', '.join(pl['config'].get('teachers', []) or ['models/teacher/teacher.safetensors'])} |",
+        f"| preset | `{ck.preset}` ({ck.model.num_params() / 1e6:.2f}M params, 1/{t_params / ck.model.num_params():.0f} "
+        f"of the teacher's), stored fp16 ({model.stat().st_size / 1e6:.1f} MB) |",
+        f"| teacher | {teacher_path} ({t_params / 1e6:.2f}M params) |",
         f"| soft targets | teacher posteriors, top-{pl['config'].get('k')} per frame, {pl['metrics'].get('utterances')} "
         f"utterances ({pl['metrics'].get('x_realtime')}× real time to label) |",
         f"| loss | `{c['loss']}`: KL at T={c['temperature']} × T² (weight {c['kd_weight']}) + CTC on the corpus "

@@ -16,6 +16,9 @@ STUDENT = Path(__file__).resolve().parents[1] / "models/student/student-xs.safet
 # 44.7 %. The bound leaves room for a retrained teacher of the same quality, not for one that
 # stopped recognizing new sentences.
 MAX_WER = 0.80
+# The general student on the same split: 69.6 % WER / 20.2 % CER; the demo's from-scratch student
+# (300 steps) scores ~98 % on its own target. The bound fails a student that stopped generalizing.
+STUDENT_MAX_WER = 0.78
 
 
 def test_shipped_teacher_loads_self_describing():
