@@ -1,9 +1,10 @@
 """`edgekd pseudolabel --plan`: what labeling a manifest will cost, from a measured calibration.
 
 Two calibration runs of the real `run_pseudolabel` (same teachers, options and workers) on
-evenly spread samples of the manifest -- one of n/2 utterances, one of n -- give wall time as
-`startup + audio / throughput` (a line through the two points), so the fixed cost of loading
-teachers into every worker is not mistaken for slow labeling. Soft-target bytes per frame come
+evenly spread samples of the manifest -- one of `sample_minutes` of audio, one of half that --
+give wall time as `startup + audio / throughput` (a line through the two points), so the fixed
+cost of loading teachers into every worker is not mistaken for slow labeling. The sample has to
+be long enough for labeling to outweigh that start-up (seconds): with a fast teacher, minutes. Soft-target bytes per frame come
 from the same runs. The projection to the whole manifest, and per 1,000 hours, then assumes the
 measured per-node throughput on every node (no scaling loss across nodes: an upper bound, said
 in the table). Nothing is labeled for real; calibration outputs go to a temporary folder.
@@ -12,6 +13,7 @@ in the table). Nothing is labeled for real; calibration outputs go to a temporar
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,12 @@ from edgekd.manifest import Utterance, read_manifest, write_manifest
 
 @dataclass(frozen=True)
 class PlanOptions:
-    sample_utts: int = 40  # utterances in the larger calibration run (the smaller takes half)
+    sample_minutes: float = 20.0  # audio in the larger calibration run (the smaller takes half)
     nodes: tuple[int, ...] = (1, 4, 16)  # cluster sizes to project to (each node = this machine)
 
     def __post_init__(self):
-        if self.sample_utts < 4 or not self.nodes or min(self.nodes) < 1:
-            raise ValueError("sample_utts must be >= 4 and nodes a non-empty list of counts >= 1")
+        if self.sample_minutes <= 0 or not self.nodes or min(self.nodes) < 1:
+            raise ValueError("sample_minutes must be > 0 and nodes a non-empty list of counts >= 1")
 
 
 def spread_sample(utts: list[Utterance], n: int) -> list[Utterance]:
@@ -57,12 +59,14 @@ def plan_pseudolabel(opts, manifest: str | Path, teachers: list[str], weights=()
     total_s = sum(u.duration or 0.0 for u in utts)
     if total_s <= 0:
         raise EdgekdError(f"{manifest}: no durations in the manifest (import it with `edgekd import` first)")
-    big = spread_sample(utts, plan.sample_utts)
+    mean_s = total_s / len(utts)
+    big = spread_sample(utts, max(4, math.ceil(plan.sample_minutes * 60 / max(mean_s, 1e-3))))
     small = big[::2]
     with tempfile.TemporaryDirectory(prefix="edgekd-plan-") as tmp:
         runs = [_calibrate(opts, s, teachers, weights, Path(tmp), n) for n, s in (("small", small), ("big", big))]
     (a1, w1), (a2, w2) = [(r["audio_s"], r["wall_s"]) for r in runs]
-    if a2 - a1 <= 0 or w2 <= w1:  # noise swamped the difference: fall back to the big run's average rate
+    fitted = a2 - a1 > 0 and w2 > w1
+    if not fitted:  # noise swamped the difference: the big run's average rate (start-up included)
         rate, startup = a2 / max(w2, 1e-9), 0.0
     else:
         rate = (a2 - a1) / (w2 - w1)  # steady audio seconds per wall second, all workers of one node
@@ -79,6 +83,6 @@ def plan_pseudolabel(opts, manifest: str | Path, teachers: list[str], weights=()
                          "soft_targets_GB": seconds * frames_per_s * bpf / 1e9})
     return {"calibration": {"runs": runs, "x_realtime_per_node": round(rate, 1),
                             "x_realtime_per_core": round(rate / workers, 1), "startup_s": round(startup, 1),
-                            "workers": workers, "bytes_per_frame": bpf, "frames_per_s": round(frames_per_s, 2),
+                            "workers": workers, "bytes_per_frame": bpf, "fitted": fitted, "frames_per_s": round(frames_per_s, 2),
                             "assumes": "linear scaling across nodes (upper bound); each node = this machine"},
             "rows": rows}

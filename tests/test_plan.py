@@ -19,7 +19,7 @@ def test_spread_sample_covers_short_to_long():
 def test_plan_on_a_tiny_manifest(corpus, tiny_ckpt_path, tmp_path):
     man = corpus / "target" / "train.jsonl"
     p = plan_pseudolabel(PseudoLabelOptions(workers=1), man, [str(tiny_ckpt_path)],
-                         plan=PlanOptions(sample_utts=6, nodes=(1, 4)))
+                         plan=PlanOptions(sample_minutes=0.3, nodes=(1, 4)))
     c, rows = p["calibration"], p["rows"]
     assert [r["audio_s"] > 0 for r in c["runs"]] == [True, True] and c["runs"][1]["audio_s"] > c["runs"][0]["audio_s"]
     assert c["x_realtime_per_node"] > 0 and c["bytes_per_frame"] > 0
@@ -39,7 +39,7 @@ def test_plan_cli_writes_plan_json_and_labels_nothing(corpus, tiny_ckpt_path, tm
     out = tmp_path / "pl"
     r = CliRunner().invoke(app, ["pseudolabel", "-m", str(corpus / "target" / "train.jsonl"), "--teacher",
                                  str(tiny_ckpt_path), "--out", str(out), "--workers", "1", "--plan",
-                                 "--plan-sample", "4", "--plan-nodes", "1,2"])
+                                 "--plan-minutes", "0.2", "--plan-nodes", "1,2"])
     assert r.exit_code == 0, r.output
     assert "per 1,000 h" in r.output and "soft_targets_GB" in r.output
     assert json.loads((out / "plan.json").read_text())["rows"] and not list(out.glob("shard-*"))

@@ -77,7 +77,7 @@ def pseudolabel(
     plan: Annotated[bool, typer.Option(help="Print the expected cost (wall and core hours, disk) from a "
                                             "calibration on a sample; label nothing.")] = False,
     plan_nodes: Annotated[str, typer.Option(help="--plan: cluster sizes to project to.")] = "1,4,16",
-    plan_sample: Annotated[int, typer.Option(help="--plan: utterances in the calibration sample.")] = 40,
+    plan_minutes: Annotated[float, typer.Option(help="--plan: minutes of audio in the calibration sample.")] = 20.0,
 ):
     """Soft targets (top-k posteriors), 1-best labels, confidence and routing for unlabeled audio.
 
@@ -98,12 +98,13 @@ def pseudolabel(
         except ValueError:
             raise typer.BadParameter(f"--plan-nodes {plan_nodes!r}: expected comma-separated integers") from None
         p = plan_pseudolabel(opts, manifest, teacher, weight or (),
-                             options(PlanOptions, sample_utts=plan_sample, nodes=nodes))
+                             options(PlanOptions, sample_minutes=plan_minutes, nodes=nodes))
         c = p["calibration"]
         say(table_text(p["rows"], title=f"pseudo-labeling cost: {c['x_realtime_per_node']}x real time per node "
                                         f"({c['workers']} workers, {c['x_realtime_per_core']}x per core), "
                                         f"{c['startup_s']} s start-up, {c['bytes_per_frame']} B/frame; "
-                                        f"assumes {c['assumes']}"))
+                                        f"assumes {c['assumes']}"
+                                        + ("" if c["fitted"] else "; start-up not separable: sample too short")))
         out.mkdir(parents=True, exist_ok=True)
         (out / "plan.json").write_text(json.dumps(p, indent=2) + "\n")
         return
