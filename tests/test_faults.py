@@ -225,7 +225,7 @@ def test_kaldi_and_table_imports_reject_entries_not_the_import(tmp_path):
     """A symlink loop, a missing file, a duplicate id, a line with no path and a non-UTF-8
     transcript each reject their own entry; the good entries all arrive."""
     from edgekd.audio import Quarantine, check_manifest
-    from edgekd.manifest import import_any
+    from edgekd.importers import import_any
 
     d = tmp_path / "kaldi"
     for i in range(3):
