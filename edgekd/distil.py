@@ -13,7 +13,6 @@ training machinery (resume, progress, checkpoints, dev WER, DDP) is `edgekd.trai
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +21,18 @@ from typing import Optional
 import numpy as np
 import torch
 
-from edgekd.audio import FeaturizerConfig, Quarantine
+from edgekd.audio import FeaturizerConfig
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.kd_losses import align_frames, annealing_mse, annealing_temperature, kd_loss
-from edgekd.manifest import StageManifest, Utterance, read_manifest
+from edgekd.manifest import Utterance, read_manifest
 from edgekd.models import load_preset
 from edgekd.models.conformer import ConformerCTC
 from edgekd.records import read_pseudolabels
 from edgekd.softtargets import SoftTargets
 from edgekd.tokens import Tokenizer
-from edgekd.train import dev_eval_fn, save_fn_for
-from edgekd.train.data import BucketBatchSampler, cache_features, collate, seconds, spec_augment
+from edgekd.train import dev_eval_fn, finish_run, load_features, save_fn_for
+from edgekd.train.data import BucketBatchSampler, collate, seconds, spec_augment
 from edgekd.train.loop import LoopOptions, dist_info, train_loop
 
 LOSSES = ("kd", "ctc", "kd+ctc", "annealing")
@@ -101,11 +100,8 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
         utts = [u for u in utts if u.text]
     if not utts:
         raise EdgekdError(f"{soft_targets}: no utterances with soft targets to distil from")
-    q = Quarantine(out / "rejected.jsonl", stage="distil")
-    cache = out.parent / ".feature_cache"
-    train = cache_features(utts, featurizer, cache, q, progress=rank == 0 and opts.loop.progress)
-    dev = cache_features([u for u in read_manifest(dev_manifest) if u.text], featurizer, cache, q,
-                         progress=False) if dev_manifest else None
+    train, dev, q = load_features(out, "distil", utts, dev_manifest, featurizer, out.parent / ".feature_cache",
+                                  progress=rank == 0 and opts.loop.progress)
     student_rate = featurizer.frame_rate / dims.subsampling
     torch.manual_seed(opts.loop.seed)
     if init is not None:
@@ -165,12 +161,7 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
                      lambda idx: seconds(train, idx, featurizer.frame_rate))
     if rank != 0:
         return out / "manifest.json"
-    best = out / ("best.safetensors" if (out / "best.safetensors").exists() else "last.safetensors")
-    (out / "model.safetensors").write_bytes(best.read_bytes())
-    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in res["history"]))
-    m = StageManifest(stage="distil", config=cfg, outputs={"model": "model.safetensors", "history": "history.jsonl"},
-                      metrics={"steps": res["step"], "best": res["best"], "params": model.num_params(),
-                               "utterances": len(train), "with_text": int(has_text.sum()), "rejected": q.count},
-                      timings={"wall_s": round(time.time() - t0, 1), "train_s": res["train_s"]})
-    m.add_inputs(Path(soft_targets) / "meta.json", *([human_labels] if human_labels else []))
-    return m.save(out)
+    return finish_run(out, "distil", cfg, res,
+                      {"params": model.num_params(), "utterances": len(train), "with_text": int(has_text.sum()),
+                       "rejected": q.count},
+                      [Path(soft_targets) / "meta.json", *([human_labels] if human_labels else [])], t0)

@@ -22,6 +22,7 @@ from edgekd.tables import columns_of, fmt, table_text
 TITLES = {
     "teacher_eval": "Teacher accuracy",
     "synth": "Data (synthetic corpus)",
+    "data": "Data (imported)",
     "pseudolabel": "Pseudo-labels, confidence and routing",
     "drift": "Drift: source vs target",
     "review": "Human review (Label Studio)",

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.atomic import atomic_write
-from edgekd.errors import EdgekdError
-from edgekd.manifest import Utterance, iter_jsonl, read_manifest, write_manifest
+from edgekd.errors import EdgekdError, ManifestError
+from edgekd.manifest import Utterance, read_manifest, write_manifest
+from edgekd.records import ReviewAnswer, ReviewTask, read_pseudolabels
 from edgekd.tokens import normalize_text
 
 LABEL_CONFIG = """<View>
@@ -40,35 +41,38 @@ def export_tasks(review_manifest: str | Path, labels_jsonl: str | Path | None, o
                  audio_url_prefix: str = "", model_version: str = "edgekd-teacher") -> dict[str, Path]:
     """Write `tasks.json` (Label Studio import) and `label_config.xml`; returns their paths.
 
-    `audio_url_prefix` replaces the audio folder in paths (e.g. `/data/local-files/?d=` for
-    Label Studio's local file serving); empty keeps absolute paths.
+    `labels_jsonl` is pseudolabel's `labels.jsonl` (PseudoLabel records): the teacher's text and
+    confidence become each task's prediction. `audio_url_prefix` replaces the audio folder in
+    paths (e.g. `/data/local-files/?d=` for Label Studio's local file serving); empty keeps
+    absolute paths.
     """
     out = Path(out_dir)
-    utts = read_manifest(review_manifest)
-    labels = {}
-    if labels_jsonl:
-        for n, d in iter_jsonl(labels_jsonl):
-            if not isinstance(d, dict) or "id" not in d:
-                raise EdgekdError(f"{labels_jsonl}:{n}: a label needs an 'id'")
-            labels[d["id"]] = d
+    labels = {l.id: l for l in read_pseudolabels(labels_jsonl)} if labels_jsonl else {}
     tasks = []
-    for u in utts:
-        lab = labels.get(u.id, {})
-        audio = audio_url_prefix + Path(u.audio).name if audio_url_prefix else u.audio
-        task: dict[str, Any] = {"data": {"audio": audio, "utt_id": u.id}}
-        if lab.get("text") is not None:
-            task["predictions"] = [{
-                "model_version": model_version, "score": float(lab.get("confidence", 0.0)),
-                "result": [{"from_name": "transcription", "to_name": "audio", "type": "textarea",
-                            "value": {"text": [lab["text"]]}}]}]
-        tasks.append(task)
+    for u in read_manifest(review_manifest):
+        lab = labels.get(u.id)
+        task = ReviewTask(utt_id=u.id, audio=audio_url_prefix + Path(u.audio).name if audio_url_prefix else u.audio,
+                          prediction=lab.text if lab else None, score=float(lab.confidence) if lab else 0.0)
+        task.validate()
+        tasks.append(_to_label_studio(task, model_version))
     atomic_write(out / "tasks.json", json.dumps(tasks, indent=1))
     atomic_write(out / "label_config.xml", LABEL_CONFIG)
     return {"tasks": out / "tasks.json", "config": out / "label_config.xml"}
 
 
-def _answers(task: dict) -> list[str]:
-    """Normalised textarea answers of the task's non-cancelled annotations, in submission order."""
+def _to_label_studio(task: ReviewTask, model_version: str) -> dict[str, Any]:
+    """A task in Label Studio's import form; the prediction names the config's TextArea and Audio."""
+    d: dict[str, Any] = {"data": {"audio": task.audio, "utt_id": task.utt_id}}
+    if task.prediction is not None:
+        d["predictions"] = [{
+            "model_version": model_version, "score": task.score,
+            "result": [{"from_name": "transcription", "to_name": "audio", "type": "textarea",
+                        "value": {"text": [task.prediction]}}]}]
+    return d
+
+
+def _answers(task: dict, utt_id: str) -> list[ReviewAnswer]:
+    """The task's non-cancelled, non-empty textarea answers (normalised), in submission order."""
     anns = task.get("annotations")
     if not isinstance(anns, list):
         raise ValueError("no 'annotations' list")
@@ -83,7 +87,10 @@ def _answers(task: dict) -> list[str]:
                  for t in _texts(r.get("value"))]
         text = normalize_text(" ".join(texts))
         if text:
-            out.append(text)
+            ans = ReviewAnswer(utt_id=utt_id, annotator=str(a.get("completed_by", a.get("id", ""))), text=text,
+                               created_at=str(a.get("created_at", "")))
+            ans.validate()
+            out.append(ans)
     return out
 
 
@@ -143,10 +150,10 @@ def import_annotations(export_json: str | Path, audio_manifest: str | Path, out_
                 raise ValueError(f"data.utt_id {uid!r} is not in {Path(audio_manifest).name}")
             if uid in done:
                 raise ValueError(f"utterance {uid} is already labeled by task {done[uid]}; merge or drop the duplicate task")
-            answers = _answers(task)
+            answers = [a.text for a in _answers(task, uid)]
             if not answers:
                 raise ValueError("no usable annotation (all empty or cancelled)")
-        except (ValueError, AttributeError, TypeError) as e:
+        except (ValueError, AttributeError, TypeError, ManifestError) as e:  # a bad task is logged, not fatal
             errors.append({"task": tid, "error": str(e)})
             continue
         n_answers.append(len(answers))

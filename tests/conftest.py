@@ -51,3 +51,39 @@ def corpus(tmp_path_factory):
     run_synth(SynthOptions(seed=21, hours_source=0.04, hours_target=0.02, dev_fraction=0.3, test_fraction=0.3,
                            min_split_utts=2, piper_fraction=0.0, workers=1), d, progress=False)
     return d
+
+
+# ------------------------------------------------------------------ the fault suite (test_faults_*.py)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """A smaller synthetic corpus (~35 s; target/train >= 4 utterances) for tests that train or
+    label it many times over, e.g. once per SIGKILL."""
+    from edgekd.synth import SynthOptions, run_synth
+
+    d = tmp_path_factory.mktemp("small_corpus")
+    run_synth(SynthOptions(seed=3, hours_source=0.006, hours_target=0.004, min_split_utts=2, piper_fraction=0.0),
+              d, progress=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def teacher(tiny_ckpt_path):
+    return tiny_ckpt_path  # the shared seed-0 tiny checkpoint (a module may override it)
+
+
+@pytest.fixture(scope="session")
+def good_ckpt(tiny_ckpt_path):
+    return tiny_ckpt_path  # a checkpoint that loads: the base the hostile ones are made from
+
+
+@pytest.fixture(scope="module")
+def fault_counts():
+    """Prints what the fault suite tried so far (`pytest -s`), after each of its files."""
+    import json
+
+    from faultkit import COUNTS
+
+    yield
+    print("\nfault suite counts:", json.dumps(COUNTS, sort_keys=True))

@@ -6,13 +6,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Cycles left for a later change, each with its reason; the test fails on any other cycle and on
-# an entry that no longer is one (so the list only shrinks).
-KNOWN_CYCLES = {
-    ("edgekd.pseudolabel", "edgekd.pseudolabel_ray"):
-        "the Ray actor calls pseudolabel._init_worker; fixed by the shard-worker object (issue 15 item 3)",
-}
-
 
 def _graph():
     spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
@@ -24,9 +17,7 @@ def _graph():
 
 def test_no_import_cycles():
     g = _graph()
-    found = {tuple(c) for c in g.cycles(g.edges(g.modules(ROOT)))}
-    assert found - set(KNOWN_CYCLES) == set(), f"new import cycle(s): {found - set(KNOWN_CYCLES)}"
-    assert set(KNOWN_CYCLES) - found == set(), "a known cycle is gone: delete it from KNOWN_CYCLES"
+    assert g.cycles(g.edges(g.modules(ROOT))) == []
 
 
 def test_cycle_finder_finds_a_cycle(tmp_path):

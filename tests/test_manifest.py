@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from edgekd.errors import ManifestError
-from edgekd.manifest import (StageManifest, Utterance, import_any, import_folder, import_kaldi, import_table,
-                             read_manifest, write_manifest)
+from edgekd.importers import import_any, import_folder, import_kaldi, import_table
+from edgekd.manifest import StageManifest, Utterance, read_manifest, write_manifest
 from edgekd.tokens import Tokenizer, normalize_text
 
 

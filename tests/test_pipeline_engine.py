@@ -121,3 +121,36 @@ def test_external_folder_content_is_fingerprinted(tmp_path):
     (folder / "a.wav").write_bytes(b"12")  # same name, new content
     run_stages(st(), tmp_path / "r", log=lambda m: None)
     assert len(calls) == 2
+
+
+def test_csv_and_folder_data_are_imported_where_the_pipeline_reads_them(tmp_path):
+    """examples/own-data-hf-teacher.yaml names CSVs and a folder: the data stage turns them into
+    the manifests every later stage reads (a bad row quarantined, not fatal)."""
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    from edgekd.manifest import read_manifest
+    from edgekd.pipeline import build_stages
+    from edgekd.pipeline.config import load_pipeline_config
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(3):
+        sf.write(audio / f"u{i}.wav", (0.1 * np.sin(np.arange(8000) * (0.05 + 0.01 * i))).astype(np.float32), 16000)
+    (tmp_path / "dev.csv").write_text("path,text\naudio/u0.wav,hello there\naudio/u1.wav,good day\n")
+    (tmp_path / "test.csv").write_text("path,text\naudio/u2.wav,see you\n,no path here\n")
+    example = Path(__file__).resolve().parent.parent / "examples/own-data-hf-teacher.yaml"
+    cfg = load_pipeline_config(example, [f"run_dir={tmp_path / 'run'}", f"data.target={audio}",
+                                         f"data.source={tmp_path / 'dev.csv'}", f"data.target_dev={tmp_path / 'dev.csv'}",
+                                         f"data.target_test={tmp_path / 'test.csv'}"])
+    stages = {s.name: s for s in build_stages(cfg)}
+    assert stages["pseudolabel"].inputs["target"] == Ref("data", "target")
+    assert stages["distil"].inputs["test"] == Ref("data", "target_test")
+    run_stages([stages["data"]], cfg.run_dir, log=lambda *a: None)
+    d = Path(cfg.run_dir) / "data"
+    assert [(u.id, u.text) for u in read_manifest(d / "target_dev.jsonl")] == [("u0", "hello there"), ("u1", "good day")]
+    assert [u.id for u in read_manifest(d / "target_test.jsonl")] == ["u2"]  # the row without a path: rejected
+    assert "no-path" in (d / "rejected.jsonl").read_text()
+    assert len(read_manifest(d / "target.jsonl")) == 3 and all(u.duration == 0.5 for u in read_manifest(d / "target.jsonl"))

@@ -8,7 +8,7 @@ import torch
 
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Utterance, read_manifest, write_manifest
-from edgekd.pseudolabel import Ensemble, PseudoLabelOptions, _route, confidence, run_pseudolabel
+from edgekd.pseudolabel import Ensemble, PseudoLabelOptions, confidence, route_labels, run_pseudolabel
 from edgekd.softtargets import SoftTargets
 
 
@@ -91,9 +91,9 @@ def test_confidence_and_routing_rules():
     assert confidence(lp) == pytest.approx((0.7 + 0.6) / 2, abs=1e-6)
     assert confidence(np.log(np.array([[0.9, 0.1]]))) == 0.0  # nothing emitted
     labels = [{"confidence": c, "text": "x"} for c in (0.1, 0.5, 0.9, 0.95)]
-    assert _route(labels, PseudoLabelOptions(confidence_threshold=0.6)) == 0.6
+    assert route_labels(labels, PseudoLabelOptions(confidence_threshold=0.6)) == 0.6
     assert [l["route"] for l in labels] == ["review", "review", "distil", "distil"]
-    _route(labels, PseudoLabelOptions(review_fraction=0.25))
+    route_labels(labels, PseudoLabelOptions(review_fraction=0.25))
     assert [l["route"] for l in labels].count("review") == 1
     with pytest.raises(ValueError, match="engine"):
         PseudoLabelOptions(engine="spark")

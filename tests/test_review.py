@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from edgekd.errors import EdgekdError
-from edgekd.manifest import Utterance, read_manifest, write_manifest
+from edgekd.manifest import Utterance, read_manifest, write_jsonl, write_manifest
+from edgekd.records import PseudoLabel
 from edgekd.review import export_tasks, import_annotations, majority
 
 
@@ -14,8 +15,9 @@ from edgekd.review import export_tasks, import_annotations, majority
 def review_set(tmp_path):
     utts = [Utterance(id=f"u{i}", audio=str(tmp_path / f"u{i}.wav"), duration=1.0 + i) for i in range(4)]
     write_manifest(tmp_path / "review.jsonl", utts)
-    (tmp_path / "labels.jsonl").write_text("".join(json.dumps({"id": f"u{i}", "text": f"guess {i}",
-                                                               "confidence": 0.1 * i}) + "\n" for i in range(4)))
+    write_jsonl(tmp_path / "labels.jsonl", [PseudoLabel(id=u.id, audio=u.audio, duration=u.duration, text=f"guess {i}",
+                                                        confidence=0.1 * i, frames=25, route="review").to_dict()
+                                            for i, u in enumerate(utts)])
     return tmp_path
 
 
@@ -74,3 +76,11 @@ def test_malformed_export_is_a_clear_error(review_set):
     (review_set / "bad.json").write_text("{not json")
     with pytest.raises(EdgekdError, match="not a Label Studio export"):
         import_annotations(review_set / "bad.json", review_set / "review.jsonl", review_set / "x")
+
+
+def test_export_refuses_a_labels_file_that_is_not_pseudolabels(review_set):
+    from edgekd.errors import ManifestError
+
+    (review_set / "partial.jsonl").write_text(json.dumps({"id": "u1", "text": "guess"}) + "\n")
+    with pytest.raises(ManifestError, match="PseudoLabel 'u1': missing field"):
+        export_tasks(review_set / "review.jsonl", review_set / "partial.jsonl", review_set / "ls")

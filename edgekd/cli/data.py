@@ -21,7 +21,8 @@ def import_cmd(
     Usage: edgekd import data/my_audio --out data/my.jsonl --domain target
     """
     from edgekd.audio import Quarantine, check_manifest
-    from edgekd.manifest import import_any, write_manifest
+    from edgekd.importers import import_any
+    from edgekd.manifest import write_manifest
 
     utts = import_any(src, domain)
     n_bad = 0

@@ -20,12 +20,46 @@ SYNTH_SPLITS = {"source": "source/test", "target": "target/train", "target_test"
                 "target_dev": "target/dev", "target_ref": "target/train.ref"}
 
 
+DATA_SPLITS = tuple(SYNTH_SPLITS)
+
+
+def _needs_import(v: str | None) -> bool:
+    """An audio folder, Kaldi dir or CSV/TSV (anything but a manifest) goes through the data stage."""
+    return bool(v) and not str(v).lower().endswith((".jsonl", ".jsonl.gz"))
+
+
 def data(cfg: PipelineConfig, name: str) -> Input:
-    """A data split: the synth stage's output, or the file the config's data section names."""
+    """A data split: the synth stage's output, the data stage's import of it, or the manifest named."""
     if cfg.data.synth:
         return Ref("synth", SYNTH_SPLITS[name])
     v = getattr(cfg.data, name)
+    if _needs_import(v):
+        return Ref("data", name)
     return Path(v) if v else None
+
+
+def data_stage(cfg: PipelineConfig) -> Stage | None:
+    """The data splits given as an audio folder, Kaldi dir or CSV/TSV, imported into manifests
+    (edgekd/importers.py, as `edgekd import` does: bad audio to rejected.jsonl); None if none is."""
+    splits = {n: Path(getattr(cfg.data, n)) for n in DATA_SPLITS
+              if not cfg.data.synth and _needs_import(getattr(cfg.data, n))}
+    if not splits:
+        return None
+
+    def run(ctx: StageContext) -> StageResult:
+        from edgekd.audio import Quarantine, check_manifest
+        from edgekd.importers import import_any
+        from edgekd.manifest import write_manifest
+
+        q = Quarantine(ctx.dir / "rejected.jsonl", stage="data")
+        metrics = {}
+        for name in splits:
+            utts, n_bad = check_manifest(import_any(ctx.input(name)), q)
+            write_manifest(ctx.dir / f"{name}.jsonl", utts)
+            metrics.update({name: len(utts), f"{name}_rejected": n_bad})
+        rejected = {"rejected": "rejected.jsonl"} if (ctx.dir / "rejected.jsonl").exists() else {}
+        return StageResult(outputs={**{n: f"{n}.jsonl" for n in splits}, **rejected}, metrics=metrics)
+    return Stage("data", run, {"splits": {n: str(p) for n, p in splits.items()}}, inputs=dict(splits))
 
 
 def teacher_files(cfg: PipelineConfig, first_only: bool = False) -> dict[str, Path]:

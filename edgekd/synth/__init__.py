@@ -172,7 +172,7 @@ def _split_hours(opts: SynthOptions, domain: str) -> dict[str, float]:
     return hours
 
 
-def _usable(opts: SynthOptions, progress: bool) -> SynthOptions:
+def _usable(opts: SynthOptions) -> SynthOptions:
     """Drop engines this machine lacks, with one line each; refuse when nothing is left."""
     missing = {e: why for e, why in engines_mod().available().items() if why and e in opts.engines}
     if not missing:
@@ -197,7 +197,7 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
     from edgekd.atomic import ensure_dir
 
     out_dir = ensure_dir(out_dir)
-    opts = _usable(opts, progress)
+    opts = _usable(opts)
     if opts.text == "open":  # read the text once here: forked workers inherit it (~7 s each otherwise)
         from edgekd.synth import opentext
 

@@ -76,6 +76,30 @@ def ctc_loss(model, x, lens, targets, target_lens):
     return F.ctc_loss(lp, targets, olens, target_lens, blank=0, reduction="mean", zero_infinity=True)
 
 
+def load_features(out_dir: Path, stage: str, utts, dev_manifest, featurizer: FeaturizerConfig, cache: Path,
+                  progress: bool) -> tuple[FeatureSet, FeatureSet | None, Quarantine]:
+    """Cached features of `utts` and of the dev manifest's labeled utterances (train and distil
+    share this); unreadable audio goes to `out_dir/rejected.jsonl` under `stage`, not fatal."""
+    q = Quarantine(out_dir / "rejected.jsonl", stage=stage)
+    train = cache_features(utts, featurizer, cache, q, progress=progress)
+    dev = cache_features([u for u in read_manifest(dev_manifest) if u.text], featurizer, cache, q,
+                         progress=False) if dev_manifest else None
+    return train, dev, q
+
+
+def finish_run(out_dir: Path, stage: str, cfg: dict, res: dict, metrics: dict, inputs: list, t0: float) -> Path:
+    """After `train_loop`: model.safetensors = the best checkpoint (else the last), history.jsonl,
+    and the stage manifest (steps, best, then `metrics`); returns the manifest path."""
+    best = out_dir / ("best.safetensors" if (out_dir / "best.safetensors").exists() else "last.safetensors")
+    (out_dir / "model.safetensors").write_bytes(best.read_bytes())
+    (out_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in res["history"]))
+    m = StageManifest(stage=stage, config=cfg, outputs={"model": "model.safetensors", "history": "history.jsonl"},
+                      metrics={"steps": res["step"], "best": res["best"], **metrics},
+                      timings={"wall_s": round(time.time() - t0, 1), "train_s": res["train_s"]})
+    m.add_inputs(*inputs)
+    return m.save(out_dir)
+
+
 def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str | Path | None,
               out_dir: str | Path, featurizer: FeaturizerConfig = FeaturizerConfig()) -> Path:
     """Train a CTC model; returns the path of `out_dir/manifest.json`."""
@@ -84,13 +108,11 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
     rank, world = dist_info()
     tokenizer = Tokenizer(DEFAULT_TOKENS)
     cache = Path(opts.cache_dir) if opts.cache_dir else out_dir.parent / ".feature_cache"
-    q = Quarantine(out_dir / "rejected.jsonl", stage="train")
     train_utts = [u for u in read_manifest(train_manifest) if u.text]
     if not train_utts:
         raise EdgekdError(f"{train_manifest}: no labeled utterances to train on")
-    train = cache_features(train_utts, featurizer, cache, q, progress=rank == 0 and opts.loop.progress)
-    dev = cache_features([u for u in read_manifest(dev_manifest) if u.text], featurizer, cache, q,
-                         progress=False) if dev_manifest else None
+    train, dev, q = load_features(out_dir, "train", train_utts, dev_manifest, featurizer, cache,
+                                  progress=rank == 0 and opts.loop.progress)
     dims = load_preset(opts.preset, vocab_size=len(tokenizer), n_mels=featurizer.n_mels)
     torch.manual_seed(opts.loop.seed)
     model = ConformerCTC(dims)
@@ -123,15 +145,9 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
                      lambda idx: seconds(train, idx, featurizer.frame_rate))
     if rank != 0:
         return out_dir / "manifest.json"
-    best = out_dir / ("best.safetensors" if (out_dir / "best.safetensors").exists() else "last.safetensors")
-    final = out_dir / "model.safetensors"
-    final.write_bytes(best.read_bytes())
-    (out_dir / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in res["history"]))
     thr = [h["audio_s_per_s"] for h in res["history"] if "audio_s_per_s" in h]
-    m = StageManifest(stage="train", config=cfg, outputs={"model": "model.safetensors", "history": "history.jsonl"},
-                      metrics={"steps": res["step"], "best": res["best"], "params": model.num_params(),
-                               "train_utterances": len(train), "train_hours": round(float(train.lengths.sum()) / featurizer.frame_rate / 3600, 3),
-                               "audio_s_per_s": round(thr[-1], 1) if thr else None, "rejected": q.count},
-                      timings={"wall_s": round(time.time() - t0, 1), "train_s": res["train_s"]})
-    m.add_inputs(train_manifest, *([dev_manifest] if dev_manifest else []))
-    return m.save(out_dir)
+    return finish_run(out_dir, "train", cfg, res,
+                      {"params": model.num_params(), "train_utterances": len(train),
+                       "train_hours": round(float(train.lengths.sum()) / featurizer.frame_rate / 3600, 3),
+                       "audio_s_per_s": round(thr[-1], 1) if thr else None, "rejected": q.count},
+                      [train_manifest, *([dev_manifest] if dev_manifest else [])], t0)

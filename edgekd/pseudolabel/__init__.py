@@ -1,0 +1,101 @@
+"""`edgekd pseudolabel`: teachers turn unlabeled audio into soft targets, 1-best labels and routes.
+
+Output folder:
+    shard-NNNNN.npz, index.json, meta.json   soft targets (edgekd.softtargets format)
+    labels.jsonl      PseudoLabel rows: {id, audio, duration, text (1-best: greedy, or beam + LM),
+                      confidence, frames, route, teachers}
+    distil.jsonl      manifest of the confident utterances, text = teacher 1-best
+    review.jsonl      manifest of the doubtful ones (for Label Studio, `edgekd review export`)
+    rejected.jsonl    bad audio with its reason
+    resume.json       what the shards were made from (manifest sha256, teachers, shard options):
+                      a rerun into the folder resumes only if it matches, else it is refused
+    manifest.json     stage manifest (options, counts, bytes/frame, throughput)
+
+Work is split into shards of utterances sorted by duration (long first, so batches pad little);
+each shard is written atomically with its labels, so a killed run skips finished shards and the
+final outputs equal an uninterrupted run's. One `ShardLabeler` (labeler.py) labels a shard; the
+local engine (local.py) runs it in this process or on a process pool (one torch thread per
+worker), `engine="ray"` (ray_engine.py) on a Ray Data actor pool for users who outgrow one machine.
+
+Modules: options.py (PseudoLabelOptions), ensemble.py (Ensemble, confidence), labeler.py,
+local.py, ray_engine.py, resume.py (resume.json), routing.py (distil/review routes and lists).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import closing
+from pathlib import Path
+
+from edgekd.config import to_dict
+from edgekd.errors import EdgekdError
+from edgekd.manifest import StageManifest, read_manifest
+from edgekd.pseudolabel.ensemble import Ensemble, confidence
+from edgekd.pseudolabel.labeler import ShardLabeler
+from edgekd.pseudolabel.options import PseudoLabelOptions
+from edgekd.pseudolabel.resume import claim, fingerprint
+from edgekd.pseudolabel.routing import gather, route_labels, write_routes
+from edgekd.softtargets import write_index
+
+__all__ = ["Ensemble", "PseudoLabelOptions", "ShardLabeler", "confidence", "route_labels", "run_pseudolabel"]
+
+
+def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: list[str], out_dir: str | Path,
+                    weights: list[float] | tuple[float, ...] = (), progress: bool = True,
+                    fail_after_shards: int | None = None) -> Path:
+    """Label `manifest` with the teacher ensemble into `out_dir`; returns the stage manifest path.
+
+    `fail_after_shards` stops the run (raising) after that many new shards of the local engine:
+    used by tests to check that a killed run resumes to the same outputs.
+    """
+    from tqdm import tqdm
+
+    if opts.lm and not Path(opts.lm).is_file():
+        raise EdgekdError(f"{opts.lm}: language model not found")
+    out = Path(out_dir)
+    t_start = time.time()
+    utts = sorted(read_manifest(manifest), key=lambda u: (-(u.duration or 0), u.id))
+    # loading the teachers here fails fast on a bad one before any work; workers=1 labels with it
+    labeler = ShardLabeler.load(list(teachers), list(weights), opts)
+    ens = labeler.ensemble
+    claim(out, fingerprint(opts, manifest, teachers, weights))
+    rows = [{"id": u.id, "audio": u.audio, "duration": u.duration} for u in utts]
+    shards = [rows[s : s + opts.shard_utts] for s in range(0, len(rows), opts.shard_utts)]
+    todo = [(i, sh, str(out)) for i, sh in enumerate(shards) if not (out / f"shard-{i:05d}.npz").exists()]
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc="pseudolabel", unit="shard",
+               disable=not progress)
+    if todo:
+        if opts.engine == "ray":
+            from edgekd.pseudolabel.ray_engine import run_shards_ray
+
+            for _ in run_shards_ray(labeler, todo, opts.workers):
+                bar.update(1)
+        else:
+            from edgekd.pseudolabel.local import run_shards_local
+
+            with closing(run_shards_local(labeler, todo, opts.workers)) as done:  # closing ends the pool
+                for n, _ in enumerate(done, 1):
+                    bar.update(1)
+                    if fail_after_shards is not None and n >= fail_after_shards:
+                        raise RuntimeError(f"injected failure after {n} shard(s)")
+    bar.close()
+    labels, rejected = gather(out, len(shards))
+    thr = route_labels(labels, opts)
+    write_routes(out, labels, rejected, utts, ens.names)
+    meta = json.loads(write_index(out, {"tokens": list(ens.tokens), "frame_rate": ens.frame_rate, "k": opts.k,
+                                        "mass_eps": opts.mass_eps, "temperature": 1.0,
+                                        "teachers": list(teachers), "weights": list(weights)}).read_text())
+    audio_s = sum(l["duration"] for l in labels)
+    wall = time.time() - t_start
+    m = StageManifest(stage="pseudolabel", config={**to_dict(opts), "teachers": list(teachers)},
+                      outputs={"soft_targets": ".", "labels": "labels.jsonl", "distil": "distil.jsonl",
+                               "review": "review.jsonl", "rejected": "rejected.jsonl"},
+                      metrics={"utterances": len(labels), "rejected": len(rejected), "audio_s": round(audio_s, 1),
+                               "distil": sum(l["route"] == "distil" for l in labels),
+                               "review": sum(l["route"] == "review" for l in labels),
+                               "confidence_threshold": round(thr, 4), "bytes_per_frame": meta["bytes_per_frame"],
+                               "frames": meta["frames"], "x_realtime": round(audio_s / max(wall, 1e-9), 1)},
+                      timings={"wall_s": round(wall, 2)})
+    m.add_inputs(manifest, *[t for t in teachers if Path(t).is_file()])
+    return m.save(out)

@@ -1,0 +1,61 @@
+"""The teacher ensemble (posteriors averaged in probability space) and per-utterance confidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edgekd.errors import EdgekdError
+
+
+def confidence(log_probs: np.ndarray) -> float:
+    """Mean best-token posterior over non-blank-argmax frames; (T, V) -> [0, 1].
+
+    Blank frames are left out because a CTC model is confidently blank almost everywhere: what
+    matters is how sure the teacher is of the characters it emits. No emitted character: 0.
+    """
+    best = log_probs.argmax(1)
+    em = best != 0
+    if not em.any():
+        return 0.0
+    return float(np.exp(log_probs[em, best[em]]).mean())
+
+
+class Ensemble:
+    """Averages teachers' posteriors in probability space (weights normalised to sum 1).
+
+    The teachers must share tokens, frame rate and sample rate: their frames are averaged one
+    to one, and one decoded waveform is fed to all of them.
+    """
+
+    def __init__(self, specs: list[str], weights: list[float] | tuple[float, ...] = ()):
+        from edgekd.teachers import load_teacher
+
+        self.teachers = [load_teacher(s) for s in specs]
+        if not self.teachers:
+            raise EdgekdError("pseudolabel needs at least one teacher")
+        t0 = self.teachers[0]
+        for s, t in zip(specs[1:], self.teachers[1:]):
+            if tuple(t.tokens) != tuple(t0.tokens):
+                raise EdgekdError(f"teacher {s}: token set differs from {specs[0]}'s; an ensemble must share tokens")
+            if abs(t.frame_rate - t0.frame_rate) > 1e-6:
+                raise EdgekdError(f"teacher {s}: frame rate {t.frame_rate} differs from {specs[0]}'s "
+                                  f"{t0.frame_rate}; an ensemble must share the frame rate")
+            if t.sample_rate != t0.sample_rate:
+                raise EdgekdError(f"teacher {s}: sample rate {t.sample_rate} Hz differs from {specs[0]}'s "
+                                  f"{t0.sample_rate} Hz; an ensemble must share the sample rate")
+        w = np.asarray(weights if weights else [1.0] * len(specs), dtype=np.float64)
+        if len(w) != len(specs) or (w < 0).any() or w.sum() <= 0:
+            raise EdgekdError(f"teacher weights {list(weights)} do not fit {len(specs)} teachers")
+        self.weights = torch.tensor(w / w.sum(), dtype=torch.float32)
+        self.tokens, self.frame_rate, self.sample_rate = tuple(t0.tokens), t0.frame_rate, int(t0.sample_rate)
+        self.names = [getattr(t, "name", s) for s, t in zip(specs, self.teachers)]
+
+    @torch.no_grad()
+    def __call__(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mono float32 waves at `sample_rate` -> averaged log-probs (B, T', V), lengths (B,)."""
+        outs = [t(waves) for t in self.teachers]
+        t_min = min(o.logits.shape[1] for o in outs)
+        probs = sum(w * o.logits[:, :t_min].float().softmax(-1) for w, o in zip(self.weights, outs))
+        lens = torch.stack([torch.clamp(o.lengths, max=t_min) for o in outs]).min(0).values
+        return torch.log(probs.clamp(min=1e-30)), lens
