@@ -5,7 +5,7 @@ import json
 import pytest
 
 from edgekd.manifest import Utterance, read_manifest
-from edgekd.plan import PlanOptions, plan_pseudolabel, spread_sample
+from edgekd.pseudolabel.plan import PlanOptions, plan_pseudolabel, spread_sample
 from edgekd.pseudolabel import PseudoLabelOptions
 
 

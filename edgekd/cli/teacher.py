@@ -90,7 +90,7 @@ def pseudolabel(
     if plan:
         import json
 
-        from edgekd.plan import PlanOptions, plan_pseudolabel
+        from edgekd.pseudolabel.plan import PlanOptions, plan_pseudolabel
         from edgekd.tables import table_text
 
         try:
