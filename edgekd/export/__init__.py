@@ -35,6 +35,7 @@ class ExportOptions:
     calibration_utts: int = 32  # int8-static calibration utterances (real audio)
     verify_utts: int = 100  # test utterances scored per artifact
     latency_repeats: int = 5
+    bundle_utts: int = 20  # labelled bundle/ for on-device WER (`edgekd bench --bundle`); 0 = none
 
     def __post_init__(self):
         self._verify()
@@ -47,8 +48,8 @@ class ExportOptions:
             raise ValueError(f"unknown quantization mode(s) {bad}; ONNX: {ONNX_QUANT}, LiteRT: {TFLITE_MODES}")
         if self.tflite_window < 16 or not 8 <= self.tflite_context < self.tflite_window // 2:
             raise ValueError("need tflite_window >= 16 and 8 <= tflite_context < tflite_window/2")
-        if self.calibration_utts < 1 or self.verify_utts < 1:
-            raise ValueError("calibration_utts and verify_utts must be >= 1")
+        if self.calibration_utts < 1 or self.verify_utts < 1 or self.bundle_utts < 0:
+            raise ValueError("calibration_utts and verify_utts must be >= 1, bundle_utts >= 0")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,11 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
                   transcripts=texts)
     (out / "verify.transcripts.json").write_text(json.dumps(texts, indent=1))  # what each runtime heard
     step("verify")
+    if opts.bundle_utts:
+        from edgekd.export.bundle import make_bundle
+
+        make_bundle(ck, test_manifest, out / "bundle", max_utts=opts.bundle_utts)
+        step("bundle")
     by_name = {r["artifact"]: r for r in rows}
     write_artifacts([dataclasses.replace(a, size_bytes=artifact_size(a.path), metadata={
         "checkpoint": str(checkpoint), "wer": by_name[a.name]["wer"], "verified": by_name[a.name]["ok"]})
@@ -173,7 +179,7 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
     m = StageManifest(stage="export", config={**to_dict(opts), "checkpoint": str(checkpoint)},
                       outputs={a.name: str(Path(a.path).relative_to(out)) for a in arts} |
                       {"verify": "verify.table.json", "artifacts": "artifacts.json",
-                                                                      "transcripts": "verify.transcripts.json"},
+                       "transcripts": "verify.transcripts.json"} | ({"bundle": "bundle"} if opts.bundle_utts else {}),
                       metrics={"failed": failed, "notes": notes, "params": ck.model.num_params()},
                       timings=timings)
     m.add_inputs(checkpoint, test_manifest)
