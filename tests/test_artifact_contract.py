@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_sherpa_package_readme_commands_run_as_written(student, corpus, tmp_path
     # the Python snippet, run in the package folder with the user's `samples`
     (py,) = _blocks(readme, "python")
     np.save(tmp_path / "s.npy", samples)
-    out = subprocess.run(["python3", "-c", "import numpy, sys\nsamples = numpy.load(sys.argv[1])\n" + py,
+    out = subprocess.run([sys.executable, "-c", "import numpy, sys\nsamples = numpy.load(sys.argv[1])\n" + py,
                           str(tmp_path / "s.npy")], cwd=pkg, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-500:]
     py_text = out.stdout.strip()
