@@ -12,6 +12,8 @@ Measured for `--seconds` of audio (features at the frame rate in the model's met
 load_time, first_inference, warmup_mean, latency p50/p90/p99/mean/std/min/max, rtf (p50 / audio s),
 rss_after_load, peak_rss, model_size; for a fixed-length model (or --chunk-seconds) a streaming loop
 of fixed windows one after another: chunk_latency p50/p90/p99/mean/std/max, rtf over passes.
+With `--bundle` (a labelled bundle, see labelled.py: copy it beside this file): wer,
+identical_transcripts vs the host's PyTorch run, and exit 3 when below the gate.
 """
 
 from __future__ import annotations
@@ -41,16 +43,14 @@ def _status_kb(key: str) -> float | None:
                 if line.startswith(key + ":"):
                     return float(line.split()[1])
     except OSError:
-        return None
+        pass
     return None
 
 
 def cpu_info() -> dict:
     info = {"machine": platform.machine(), "system": platform.system(), "logical_cpus": os.cpu_count()}
-    try:
+    if hasattr(os, "sched_getaffinity"):
         info["affinity"] = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
     try:  # the first line of each key (reversed: dict keeps the last it sees)
         lines = reversed(Path("/proc/cpuinfo").read_text(errors="replace").splitlines())
         fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
@@ -85,8 +85,7 @@ def model_files(path: Path) -> list[Path]:
                     for e in t.external_data if e.key == "location"}
             files += [path.parent / loc for loc in sorted(locs)]
         except ImportError:  # no onnx on the device: the exporter's usual sidecar name
-            side = path.with_name(path.name + ".data")
-            files += [side] if side.exists() else []
+            files += [p for p in [path.with_name(path.name + ".data")] if p.exists()]
     return files
 
 
@@ -101,7 +100,7 @@ def sha256_files(paths: list[Path]) -> str:
 
 
 class _Input:
-    def __init__(self, name: str, shape: list, dtype):
+    def __init__(self, name: str, shape: list, dtype):  # noqa: D107
         self.name, self.shape, self.dtype = name, shape, np.dtype(dtype)
 
 
@@ -150,9 +149,9 @@ class LiteRtModel:
     runtime = "litert"
 
     def __init__(self, path: Path, threads: int):
-        from ai_edge_litert import interpreter as lit
-
         from importlib.metadata import PackageNotFoundError, version
+
+        from ai_edge_litert import interpreter as lit
 
         try:
             self.version = version("ai-edge-litert")
@@ -166,7 +165,8 @@ class LiteRtModel:
         # edgekd writes the metadata ONNX files carry inside into a sidecar `<model>.tflite.json`
         side = Path(str(path) + ".json")
         try:
-            self.metadata = {str(k): str(v) for k, v in json.loads(side.read_text()).items()} if side.exists() else {}
+            self.metadata = {str(k): v if isinstance(v, str) else json.dumps(v)  # the contract is an object
+                             for k, v in json.loads(side.read_text()).items()} if side.exists() else {}
         except (OSError, ValueError):
             self.metadata = {}
 
@@ -263,8 +263,7 @@ def _stats(ms: list[float]) -> dict:
 
 def _timed(fn) -> float:
     t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
+    return (fn(), (time.perf_counter() - t0) * 1e3)[1]
 
 
 def measure(args) -> list[dict]:
@@ -302,9 +301,7 @@ def measure(args) -> list[dict]:
     recs: list[dict] = []
 
     def rec(metric, value, unit, **kw):
-        r = dict(base, metric=metric, value=value, unit=unit)
-        r.update(kw)
-        recs.append(r)
+        recs.append(dict(base, metric=metric, value=value, unit=unit, **kw))
 
     rec("model_size", size / 2**20, "MiB", iterations=0, mode="static")
     rec("load_time", load_ms, "ms", iterations=1, mode="cold")
@@ -349,6 +346,10 @@ def measure(args) -> list[dict]:
     hwm = _status_kb("VmHWM")
     if hwm is not None:
         rec("peak_rss", hwm / 1024, "MiB", iterations=0, mode="process")
+    if args.bundle:  # on-device WER and host parity; labelled.py sits beside this file (on a device too)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from labelled import bundle_records
+        args.failure = bundle_records(args.bundle, model, spec, base["model"]["quantization"], args.min_identical, rec)
     return recs
 
 
@@ -370,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="", help="model name (default: file stem)")
     p.add_argument("--quantization", default="", help="override the detected quantization label")
     p.add_argument("--out", default="", help="JSONL file to write (default: stdout)")
+    p.add_argument("--bundle", default="", help="labelled bundle folder: also report WER and identical transcripts")
+    p.add_argument("--min-identical", type=float, default=None, help="gate (default: the bundle's for this precision)")
     return p
 
 
@@ -388,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{out}: {len(recs)} records", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0
+    if getattr(args, "failure", ""):  # after writing: the records show what differed
+        print(args.failure, file=sys.stderr)
+    return 3 if getattr(args, "failure", "") else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ errors too).
 | compress    | prune, quantize, export, verify           |
 | device      | bench, profile                            |
 | pipeline    | run, demo                                 |
+| transcribe  | transcribe                                |
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 
 import typer
 
-from edgekd.cli import compress, data, device, pipeline, student, teacher
+from edgekd.cli import compress, data, device, pipeline, student, teacher, transcribe
 from edgekd.errors import EdgekdError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -43,6 +44,7 @@ COMMANDS = {
     "prune": compress.prune, "quantize": compress.quantize, "export": compress.export_cmd, "verify": compress.verify,
     "bench": device.bench, "profile": device.profile,
     "run": pipeline.run, "demo": pipeline.demo,
+    "transcribe": transcribe.transcribe,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)

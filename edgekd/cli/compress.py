@@ -94,7 +94,7 @@ def verify(
     test: Annotated[Path, typer.Option(help="Labeled test manifest.")],
     max_utts: Annotated[int, typer.Option(help="Test utterances per artifact.")] = 100,
 ):
-    """Re-check exported artifacts against the PyTorch model: max diff, agreement, WER, size, latency.
+    """Re-check exported artifacts in their own runtimes against PyTorch: identical transcripts, WER, diffs.
 
     Usage: edgekd verify --model runs/student/model.safetensors --artifacts runs/export/artifacts.json --test data/corpus/target/test.jsonl
     """

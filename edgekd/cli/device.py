@@ -48,6 +48,8 @@ def bench(
     iterations: Annotated[int, typer.Option(help="Timed runs.")] = 20,
     warmup: Annotated[int, typer.Option(help="Untimed runs after the first.")] = 3,
     chunk_seconds: Annotated[float, typer.Option(help="Streaming window (0 = only for fixed-length models).")] = 0.0,
+    bundle: Annotated[Optional[Path], typer.Option(help="Labelled bundle (export's bundle/): also WER and identical "
+                                                        "transcripts vs the host; fails below the gate.")] = None,
 ):
     """Benchmark one artifact: on the device (--host over ssh, --adb), or here pinned like it.
 
@@ -61,7 +63,8 @@ def bench(
     opts = options(ProfileOptions, devices=(device,), modes=(mode,), seconds=seconds, threads=threads, warmup=warmup,
                               iterations=iterations, chunk_seconds=chunk_seconds, ssh_host=host or "", ssh_port=port,
                               ssh_identity=identity, remote_python=remote_python, remote_venv=venv,
-                              adb_serial=adb or "", benchmark_binary=benchmark_binary, cpu_mask=cpu_mask)
+                              adb_serial=adb or "", benchmark_binary=benchmark_binary, cpu_mask=cpu_mask,
+                              bundle=str(bundle or ""))
     _print_profile(run_profile(opts, [model], out))
 
 

@@ -35,6 +35,7 @@ class ExportOptions:
     calibration_utts: int = 32  # int8-static calibration utterances (real audio)
     verify_utts: int = 100  # test utterances scored per artifact
     latency_repeats: int = 5
+    bundle_utts: int = 20  # labelled bundle/ for on-device WER (`edgekd bench --bundle`); 0 = none
 
     def __post_init__(self):
         self._verify()
@@ -47,8 +48,8 @@ class ExportOptions:
             raise ValueError(f"unknown quantization mode(s) {bad}; ONNX: {ONNX_QUANT}, LiteRT: {TFLITE_MODES}")
         if self.tflite_window < 16 or not 8 <= self.tflite_context < self.tflite_window // 2:
             raise ValueError("need tflite_window >= 16 and 8 <= tflite_context < tflite_window/2")
-        if self.calibration_utts < 1 or self.verify_utts < 1:
-            raise ValueError("calibration_utts and verify_utts must be >= 1")
+        if self.calibration_utts < 1 or self.verify_utts < 1 or self.bundle_utts < 0:
+            raise ValueError("calibration_utts and verify_utts must be >= 1, bundle_utts >= 0")
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,25 @@ class PruneOptions:
 
 
 def write_sherpa_package(onnx_fp32: Path, onnx_int8: Path | None, out: Path, sample_rate: int = SAMPLE_RATE) -> Path:
-    """A folder sherpa-onnx loads with `OfflineRecognizer.from_zipformer_ctc(model, tokens)`."""
+    """A folder sherpa-onnx loads with `OfflineRecognizer.from_zipformer_ctc(model, tokens)`.
+
+    Its README's commands are run as written by tests/test_sherpa_readme.py (Python API and the
+    `sherpa-onnx-offline` binary), so they cannot rot the way `--zipformer2-ctc-model` did.
+    """
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_fp32, out / "model.onnx")
     if onnx_int8 is not None:
         shutil.copyfile(onnx_int8, out / "model.int8.onnx")
     shutil.copyfile(onnx_fp32.parent / "tokens.txt", out / "tokens.txt")
+    model = "model.int8.onnx" if onnx_int8 is not None else "model.onnx"  # name only a file that is there
     (out / "README.md").write_text(
         "# sherpa-onnx package (edgekd)\n\nCTC model in sherpa-onnx's `zipformer2_ctc` layout: 80-dim kaldi fbank "
         "computed by sherpa-onnx itself (the features the model was trained on).\n\n```python\nimport sherpa_onnx\n"
-        "rec = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model='model.int8.onnx', tokens='tokens.txt',\n"
+        f"rec = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model='{model}', tokens='tokens.txt',\n"
         "                                                      num_threads=4)\ns = rec.create_stream()\n"
         f"s.accept_waveform({sample_rate}, samples)  # float32 in [-1, 1]\nrec.decode_stream(s)\nprint(s.result.text)\n```\n\n"
-        "Command line: `sherpa-onnx-offline --zipformer-ctc-model=model.int8.onnx --tokens=tokens.txt x.wav`\n")
+        "Command line (`pip install sherpa-onnx-bin`; one JSON line per file on stdout):\n\n```sh\n"
+        f"sherpa-onnx-offline --zipformer-ctc-model={model} --tokens=tokens.txt --num-threads=1 x.wav\n```\n")
     return out
 
 
@@ -135,7 +142,8 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
             for mode in opts.tflite:
                 if not known("tflite", precision=mode, time_axis="fixed"):
                     continue
-                p = export_tflite(ck, out / f"model.{mode}.tflite", window_frames=opts.tflite_window, mode=mode)
+                p = export_tflite(ck, out / f"model.{mode}.tflite", window_frames=opts.tflite_window,
+                                  context_frames=opts.tflite_context, mode=mode)
                 arts.append(Artifact(f"tflite-{mode}.chunked", str(p), "tflite", mode, opts.tflite_window,
                                      opts.tflite_context))
                 step(f"tflite-{mode}")
@@ -146,8 +154,20 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
         pkg = write_sherpa_package(fp32, int8 if int8.exists() else None, out / "sherpa-onnx",
                                    sample_rate=ck.featurizer.sample_rate)
         arts.append(Artifact("sherpa-onnx", str(pkg), "sherpa-onnx", "fp32"))
-    rows = verify(ck, arts, test_manifest, max_utts=opts.verify_utts, repeats=opts.latency_repeats, progress=progress)
+        if (pkg / "model.int8.onnx").exists():  # the same int8 file decodes differently in sherpa's bundled ORT
+            arts.append(Artifact("sherpa-onnx-int8", str(pkg / "model.int8.onnx"), "sherpa-onnx", "int8-dynamic"))
+        if not shutil.which("sherpa-onnx-offline"):
+            notes.append("sherpa-onnx-offline not installed (pip install sherpa-onnx-bin): the binary was not verified")
+    texts: dict[str, dict[str, str]] = {}
+    rows = verify(ck, arts, test_manifest, max_utts=opts.verify_utts, repeats=opts.latency_repeats, progress=progress,
+                  transcripts=texts)
+    (out / "verify.transcripts.json").write_text(json.dumps(texts, indent=1))  # what each runtime heard
     step("verify")
+    if opts.bundle_utts:
+        from edgekd.export.bundle import make_bundle
+
+        make_bundle(ck, test_manifest, out / "bundle", max_utts=opts.bundle_utts)
+        step("bundle")
     by_name = {r["artifact"]: r for r in rows}
     write_artifacts([dataclasses.replace(a, size_bytes=artifact_size(a.path), metadata={
         "checkpoint": str(checkpoint), "wer": by_name[a.name]["wer"], "verified": by_name[a.name]["ok"]})
@@ -158,7 +178,8 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
     failed = [r["artifact"] for r in rows if not r["ok"]]
     m = StageManifest(stage="export", config={**to_dict(opts), "checkpoint": str(checkpoint)},
                       outputs={a.name: str(Path(a.path).relative_to(out)) for a in arts} |
-                      {"verify": "verify.table.json", "artifacts": "artifacts.json"},
+                      {"verify": "verify.table.json", "artifacts": "artifacts.json",
+                       "transcripts": "verify.transcripts.json"} | ({"bundle": "bundle"} if opts.bundle_utts else {}),
                       metrics={"failed": failed, "notes": notes, "params": ck.model.num_params()},
                       timings=timings)
     m.add_inputs(checkpoint, test_manifest)

@@ -47,8 +47,13 @@ class _WindowGraph(torch.nn.Module):
         return lp
 
 
-def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600, mode: str = "fp32") -> Path:
-    """Convert `ck` to LiteRT with a fixed (1, window_frames, n_mels) input; `mode` fp32 or int8-dynamic."""
+def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600, context_frames: int = 48,
+                  mode: str = "fp32") -> Path:
+    """Convert `ck` to LiteRT with a fixed (1, window_frames, n_mels) input; `mode` fp32 or int8-dynamic.
+
+    `context_frames` is the overlap `chunked_log_probs` uses for longer audio; it is written to
+    the sidecar so a runner decodes the file the way it was verified.
+    """
     if mode not in TFLITE_MODES:
         raise EdgekdError(f"unknown LiteRT mode {mode!r}; choose from {', '.join(TFLITE_MODES)}")
     if not have_litert_torch():
@@ -59,6 +64,7 @@ def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600,
     path.parent.mkdir(parents=True, exist_ok=True)
     if window_frames < ck.dims.min_frames:
         raise EdgekdError(f"window_frames must be >= {ck.dims.min_frames}")
+    _check_chunking(window_frames, context_frames, ck.dims.subsampling)
     args = (torch.zeros(1, window_frames, ck.dims.n_mels), torch.tensor([window_frames], dtype=torch.int32))
     with torch.no_grad():
         try:
@@ -78,14 +84,54 @@ def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600,
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(fp32.read_bytes())
         tmp.replace(path)
-    meta = metadata_for(ck, quantization=mode, window_frames=str(window_frames))
+    meta: dict = metadata_for(ck, quantization=mode, window_frames=str(window_frames),
+                              context_frames=str(context_frames))
     meta["model_type"] = "edgekd_ctc_window"  # not a sherpa-onnx model
+    meta["contract"] = io_contract(ck, window_frames, context_frames)
     sidecar(path).write_text(json.dumps(meta, indent=1))
     return path
 
 
 def sidecar(path: str | Path) -> Path:
     return Path(str(path) + ".json")
+
+
+def io_contract(ck: Checkpoint, window: int, context: int) -> dict:
+    """Everything a runner needs to feed the window model and read it back, with no edgekd code.
+
+    The .tflite file itself holds only tensors; this is what the ONNX graph's dynamic axes and
+    `log_probs_len` output say implicitly.
+    """
+    s = ck.dims.subsampling
+    return {
+        "input": {"shape": [1, window, ck.dims.n_mels], "dtype": "float32",
+                  "what": "log-mel features from `featurizer` (edgekd.audio.Featurizer), zero-padded past n"},
+        "length_input": {"shape": [1], "dtype": "int32", "what": "n, the valid frames in the window (<= window)"},
+        "output": {"shape": [1, _out_len(window, s), len(ck.tokens)], "dtype": "float32",
+                   "what": "CTC log-probs over `tokens` (blank id 0); only the first output_length(n) frames are valid"},
+        "output_length": {"rule": "repeat log2(subsampling) times: n = max((n - 1) // 2, 0)",
+                          "subsampling": s, "halvings": {2: 1, 4: 2, 8: 3}[s]},
+        "window_frames": window,
+        "context_frames": context,
+        "stride_frames": _stride(window, context, s),
+        "chunking": ("audio longer than the window runs in windows starting every stride_frames; each keeps the "
+                     "output frames of its centre (context_frames of input on each side; all of the first window's "
+                     "left part and the last window's right part): edgekd.export.litert.chunked_log_probs"),
+        "exact_over": window,  # frames: longer audio is an approximation (attention sees one window)
+        "frame_rate": ck.frame_rate,
+        "decoding": "greedy CTC: argmax per frame, merge repeats, drop blanks",
+    }
+
+
+def _stride(window: int, context: int, subsampling: int) -> int:
+    return (window - 2 * context) // subsampling * subsampling
+
+
+def _check_chunking(window: int, context: int, subsampling: int) -> None:
+    if context < 2 * subsampling or window <= 2 * context:
+        # the front end's valid convolutions lose ~2 output frames at each window edge
+        raise EdgekdError(f"chunking needs 2*subsampling ({2 * subsampling}) <= context ({context}) < window/2 "
+                          f"(window {window})")
 
 
 class TfliteModel:
@@ -125,11 +171,8 @@ def chunked_log_probs(run_window: Callable[[np.ndarray, int], np.ndarray], feats
     contributes the output frames of its centre. A short utterance is one zero-padded window.
     """
     T = len(feats)
-    if context < 2 * subsampling or window <= 2 * context:
-        # the front end's valid convolutions lose ~2 output frames at each window edge
-        raise EdgekdError(f"chunking needs 2*subsampling ({2 * subsampling}) <= context ({context}) < window/2 "
-                          f"(window {window})")
-    stride = (window - 2 * context) // subsampling * subsampling
+    _check_chunking(window, context, subsampling)
+    stride = _stride(window, context, subsampling)
     ctx_out = context // subsampling
     total = _out_len(T, subsampling)
     pieces, produced, start = [], 0, 0

@@ -85,7 +85,16 @@ def structured_prune(ck: Checkpoint, ratio: float, *, multiple: int = 8, prune_c
     extra = {**ck.extra, "pruning": {"method": "structured (torch-pruning)", "ratio": ratio,
                                      "params_before": ck.model.num_params() if ck.model is not model else None,
                                      "ffn_dims": ffn_dims, "conv_dims": conv_dims}}
-    return Checkpoint(fresh, ck.featurizer, ck.tokens, ck.preset, ck.role, ck.train, extra)
+    # The dims no longer match any preset: saying "student-xs" would make a reader rebuild the
+    # wrong model. The checkpoint (and every artifact exported from it) records the real dims.
+    return Checkpoint(fresh, ck.featurizer, ck.tokens, pruned_preset(ck.preset), ck.role, ck.train, extra)
+
+
+def pruned_preset(preset: str) -> str:
+    """The preset label of a model pruned from `preset`: provenance, never a buildable preset name."""
+    if not preset or preset.startswith("pruned-from:"):
+        return preset
+    return f"pruned-from:{preset}"
 
 
 def magnitude_sparsity(ck: Checkpoint, amount: float) -> tuple[Checkpoint, float]:

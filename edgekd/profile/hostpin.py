@@ -27,7 +27,8 @@ class RunnerError(EdgekdError):
 def runner_args(model: str | Path, *, seconds: float = 10.0, threads: int = 0, warmup: int = 3,
                 iterations: int = 20, min_iterations: int = 5, max_time: float = 60.0, chunk_seconds: float = 0.0,
                 runtime: str = "auto", device: str = "host", source: str = "measured-on-host", name: str = "",
-                quantization: str = "", out: str | Path = "") -> list[str]:
+                quantization: str = "", out: str | Path = "", bundle: str | Path = "",
+                min_identical: float | None = None) -> list[str]:
     """Command-line arguments for runner.py (the same list is used locally and over ssh)."""
     args = ["--model", str(model), "--seconds", str(seconds), "--threads", str(threads), "--warmup", str(warmup),
             "--iterations", str(iterations), "--min-iterations", str(min_iterations), "--max-time", str(max_time),
@@ -40,6 +41,10 @@ def runner_args(model: str | Path, *, seconds: float = 10.0, threads: int = 0, w
         args += ["--quantization", quantization]
     if out:
         args += ["--out", str(out)]
+    if bundle:
+        args += ["--bundle", str(bundle)]
+    if min_identical is not None:
+        args += ["--min-identical", str(min_identical)]
     return args
 
 

@@ -72,8 +72,8 @@ class SshTarget:
     def ssh_cmd(self, command: str) -> list[str]:
         return self._base("ssh") + ["--", self.host, command]
 
-    def scp_cmd(self, sources: list[str], dest: str) -> list[str]:
-        return self._base("scp") + ["-q", "--"] + sources + [dest]
+    def scp_cmd(self, sources: list[str], dest: str, recursive: bool = False) -> list[str]:
+        return self._base("scp") + ["-q"] + (["-r"] if recursive else []) + ["--"] + sources + [dest]
 
 
 def _run(cmd: list[str], what: str, host: str, timeout: float) -> str:
@@ -103,6 +103,13 @@ def ssh_bench(target: SshTarget, model: str | Path, out_jsonl: str | Path, **run
     _run(target.scp_cmd([str(RUNNER_PATH)], f"{target.host}:{rdir}/runner.py"), "copy runner", target.host, target.timeout)
     _run(target.scp_cmd([str(f) for f in files], f"{target.host}:{rdir}/models/"), "copy model", target.host,
          target.timeout)
+    if runner_kw.get("bundle"):  # labelled bundle + its scorer: WER and host parity measured on the device
+        _run(target.ssh_cmd(f"rm -rf {q(rdir)}/bundle"), "clear bundle", target.host, 60)
+        _run(target.scp_cmd([str(RUNNER_PATH.with_name("labelled.py"))], f"{target.host}:{rdir}/labelled.py"),
+             "copy scorer", target.host, target.timeout)
+        _run(target.scp_cmd([str(runner_kw["bundle"])], f"{target.host}:{rdir}/bundle", recursive=True), "copy bundle",
+             target.host, target.timeout)
+        runner_kw = dict(runner_kw, bundle=f"{rdir}/bundle")
     py = target.python
     if target.venv:
         vpy = f"{rdir}/venv/bin/python"

@@ -49,6 +49,7 @@ class ProfileOptions:
     adb_serial: str = ""  # phone serial for mode adb
     benchmark_binary: str = ""  # local path of LiteRT benchmark_model (android_arm64) for mode adb
     cpu_mask: str = ""  # taskset mask for the phone's big cores (mode adb), e.g. "f0"
+    bundle: str = ""  # labelled bundle (export's bundle/): the runner also reports WER and identical transcripts
 
     def __post_init__(self):
         self._verify()
@@ -67,6 +68,8 @@ class ProfileOptions:
             raise ValueError("modes includes adb: give both adb_serial and benchmark_binary")
         if ("ssh" in self.modes or "adb" in self.modes) and len(self.devices) != 1:
             raise ValueError(f"ssh_host/adb_serial is one physical device but devices lists {len(self.devices)}")
+        if self.bundle and "adb" in self.modes:  # benchmark_model only times; it cannot decode
+            raise ValueError("bundle needs mode host or ssh (adb runs LiteRT's benchmark_model, which only times)")
 
 
 def _key(r: dict) -> tuple:
@@ -91,7 +94,7 @@ def _measure(mode: str, opts: ProfileOptions, dev: Device, art: Path, out_dir: P
     threads = opts.threads or dev.threads
     tag = (label or art.name).replace("/", "-").rsplit(".", 1)[0]  # for per-device output files
     common = dict(seconds=opts.seconds, warmup=opts.warmup, iterations=opts.iterations, max_time=opts.max_time,
-                  chunk_seconds=opts.chunk_seconds, name=art.stem)
+                  chunk_seconds=opts.chunk_seconds, name=art.stem, bundle=opts.bundle)
     if mode == "estimate":
         from edgekd.profile.estimate import estimate_records
 
