@@ -48,7 +48,7 @@ class Transcript:
 
 def audio_items(inputs: list[str | Path]) -> Iterator[tuple[str, str, str]]:
     """(id, audio path, problem) per input item; a bad input is one item with its problem set."""
-    from edgekd.manifest import AUDIO_SUFFIXES, import_any
+    from edgekd.importers import AUDIO_SUFFIXES, import_any
 
     for src in inputs:
         p = Path(src)
