@@ -67,21 +67,25 @@ def greedy(lp: np.ndarray, tokens: list[str]) -> str:
     return " ".join("".join(out).split())
 
 
-def _out_len(n: int, subsampling: int) -> int:
+def out_len(n: int, subsampling: int) -> int:
     for _ in range({2: 1, 4: 2, 8: 3}[subsampling]):
         n = max((n - 1) // 2, 0)
     return n
 
 
-def _window_log_probs(run, feats: np.ndarray, window: int, context: int, s: int) -> np.ndarray:
-    """Fixed-window model over any length: the sidecar contract's chunking (edgekd.export.litert)."""
+def window_log_probs(run, feats: np.ndarray, window: int, context: int, s: int) -> np.ndarray:
+    """Log-probs (T', V) for features (T, F) of any length through a fixed-`window` model: the
+    sidecar contract's chunking, numpy only so the runner carries it to a device. Windows start
+    every `window - 2*context` frames (a multiple of the subsampling); each contributes the
+    output frames of its centre. A short utterance is one zero-padded window. The host's
+    LiteRT export and verify use this same function (edgekd.export.litert)."""
     T, stride, ctx_out = len(feats), (window - 2 * context) // s * s, context // s
-    total, pieces, produced, start = _out_len(T, s), [], 0, 0
+    total, pieces, produced, start = out_len(T, s), [], 0, 0
     while produced < total:
         chunk = feats[start : start + window]
         x = np.zeros((1, window, feats.shape[1]), np.float32)
         x[0, : len(chunk)] = chunk
-        lp = run(x, len(chunk))[0, : _out_len(len(chunk), s)]
+        lp = run(x, len(chunk))[0, : out_len(len(chunk), s)]
         keep_from, last = produced - start // s, start + window >= T
         keep_to = len(lp) if last else min(len(lp), keep_from + stride // s + (ctx_out if start == 0 else 0))
         if keep_to > keep_from:
@@ -118,7 +122,7 @@ def decode_bundle(model, spec, bundle: dict) -> list[dict]:
 
         if spec.fixed_frames:  # a fixed-window model (LiteRT): chunked as its sidecar says
             ctx = int(contract.get("context_frames") or model.metadata.get("context_frames") or 48)
-            lp = _window_log_probs(run, x, spec.fixed_frames, ctx, s)
+            lp = window_log_probs(run, x, spec.fixed_frames, ctx, s)
         else:
             lp = run(x[None], len(x))[0]
         out.append({"id": u["id"], "hyp": greedy(lp, bundle["tokens"]), "checksum": float(lp.max(-1).sum())})

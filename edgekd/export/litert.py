@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from edgekd.bench.labelled import out_len as _out_len, window_log_probs
 from edgekd.errors import EdgekdError
 from edgekd.export.onnx import LogProbsGraph, metadata_for
 from edgekd.models import Checkpoint
@@ -157,41 +158,11 @@ class TfliteModel:
         return self.interp.get_tensor(self.out["index"])
 
 
-def _out_len(n: int, subsampling: int) -> int:
-    for _ in range({2: 1, 4: 2, 8: 3}[subsampling]):
-        n = max((n - 1) // 2, 0)
-    return n
-
-
 def chunked_log_probs(run_window: Callable[[np.ndarray, int], np.ndarray], feats: np.ndarray, window: int,
                       context: int, subsampling: int = 4) -> np.ndarray:
-    """Log-probs (T', V) for features (T, F) of any length through a fixed-`window` model.
-
-    Windows start every `window - 2*context` frames (a multiple of the subsampling); each
-    contributes the output frames of its centre. A short utterance is one zero-padded window.
-    """
-    T = len(feats)
+    """Log-probs (T', V) for features (T, F) of any length through a fixed-`window` model (the
+    chunking lives in the torch-free bench/labelled.py, so host and device cut audio alike)."""
     _check_chunking(window, context, subsampling)
-    stride = _stride(window, context, subsampling)
-    ctx_out = context // subsampling
-    total = _out_len(T, subsampling)
-    pieces, produced, start = [], 0, 0
-    while produced < total:
-        chunk = feats[start : start + window]
-        n = len(chunk)
-        x = np.zeros((1, window, feats.shape[1]), np.float32)
-        x[0, :n] = chunk
-        lp = run_window(x, n)[0, : _out_len(n, subsampling)]
-        first = start // subsampling
-        keep_from = produced - first  # output frames already emitted by earlier windows
-        last_window = start + window >= T
-        keep_to = len(lp) if last_window else min(len(lp), keep_from + stride // subsampling
-                                                  + (ctx_out if start == 0 else 0))
-        if keep_to > keep_from:
-            pieces.append(lp[keep_from:keep_to])
-            produced += keep_to - keep_from
-        if last_window:
-            break
-        start += stride
-    out = np.concatenate(pieces) if pieces else np.zeros((0, 0), np.float32)
-    return out[:total]
+    return window_log_probs(run_window, feats, window, context, subsampling)
+
+
