@@ -10,27 +10,7 @@ from edgekd.tokens import DEFAULT_TOKENS, Tokenizer
 
 transformers = pytest.importorskip("transformers", reason="HF adapter needs the [hf] extra (transformers)")
 
-
-@pytest.fixture(scope="module")
-def tiny_hf_dir(tmp_path_factory):
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
-
-    d = tmp_path_factory.mktemp("hf")
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "'": 5}
-    vocab.update({c: 6 + i for i, c in enumerate("ETAOINSHRDLUCMFWYPVBGKQJXZ")})
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    tok = Wav2Vec2CTCTokenizer(str(d / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|")
-    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                  return_attention_mask=True)
-    Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(d)
-    cfg = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 2), conv_kernel=(10, 8, 4),
-                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
-                         pad_token_id=0, do_stable_layer_norm=True)
-    torch.manual_seed(0)
-    Wav2Vec2ForCTC(cfg).eval().save_pretrained(d)
-    return d
+# tiny_hf_dir: tests/conftest.py (shared with transcribe's hf: test)
 
 
 def test_hf_teacher_interface(tiny_hf_dir):

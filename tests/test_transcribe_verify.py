@@ -178,35 +178,17 @@ def test_transcribe_cli_bad_files_one_line_each_and_json(exported, corpus, tmp_p
     assert "".join(t["token"] for t in obj["tokens"]).split() == obj["text"].split()
 
 
-def test_transcribe_hf_model(corpus, tmp_path):
-    pytest.importorskip("transformers", reason="hf: models need the [hf] extra (transformers)")
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
-
+def test_transcribe_hf_model(corpus, tiny_hf_dir):
     from edgekd.decode import greedy
     from edgekd.teachers import load_teacher
     from edgekd.tokens import Tokenizer
     from edgekd.transcribe import TranscribeOptions, transcribe
 
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "'": 5}
-    vocab.update({c: 6 + i for i, c in enumerate("ETAOINSHRDLUCMFWYPVBGKQJXZ")})
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    tok = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
-                               word_delimiter_token="|")
-    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                  return_attention_mask=True)
-    Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(tmp_path)
-    cfg = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 2), conv_kernel=(10, 8, 4),
-                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
-                         pad_token_id=0, do_stable_layer_norm=True)
-    torch.manual_seed(0)
-    Wav2Vec2ForCTC(cfg).eval().save_pretrained(tmp_path)
     u = read_manifest(corpus / TEST)[0]
-    (t,) = list(transcribe(TranscribeOptions(), f"hf:{tmp_path}", [u.audio]))
+    (t,) = list(transcribe(TranscribeOptions(), f"hf:{tiny_hf_dir}", [u.audio]))
     from edgekd.audio import load_audio
 
-    out = load_teacher(f"hf:{tmp_path}")([load_audio(u.audio)])
+    out = load_teacher(f"hf:{tiny_hf_dir}")([load_audio(u.audio)])
     assert not t.error and t.text == greedy(out.logits, out.lengths, Tokenizer(DEFAULT_TOKENS))[0]
     assert t.tokens is not None
 
