@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
+
+from edgekd.errors import EdgekdError
 
 BLANK = "<blk>"
 DEFAULT_TOKENS: tuple[str, ...] = (BLANK, " ", "'") + tuple("abcdefghijklmnopqrstuvwxyz")
@@ -65,3 +68,20 @@ class Tokenizer:
     def tokens_txt(self) -> str:
         """sherpa-onnx `tokens.txt`: `<symbol> <id>` per line; the space is written as `▁`."""
         return "".join(f"{'▁' if t == ' ' else t} {i}\n" for i, t in enumerate(self.tokens))
+
+
+def read_tokens_txt(path: str | Path) -> list[str]:
+    """Symbols by id from a sherpa-onnx `tokens.txt` (what `Tokenizer.tokens_txt` writes), as
+    written: `▁` stays `▁` (a character model's space, or a subword's word start)."""
+    path = Path(path)
+    table: dict[int, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        sym, _, idx = line.rpartition(" ")
+        if not sym or not idx.lstrip("-").isdigit():
+            raise EdgekdError(f"{path}:{n}: expected '<symbol> <id>', got {line!r}")
+        table[int(idx)] = sym
+    if sorted(table) != list(range(len(table))):
+        raise EdgekdError(f"{path}: ids are not 0..{len(table) - 1}")
+    return [table[i] for i in range(len(table))]

@@ -30,6 +30,7 @@ import torch
 from edgekd.audio import FeaturizerConfig
 from edgekd.errors import EdgekdError
 from edgekd.teachers.base import TeacherOutput
+from edgekd.tokens import BLANK, read_tokens_txt
 
 CONTRACTS = ("zipformer2_ctc", "wenet_ctc")
 BLANKS = ("<blk>", "<blank>", "<eps>")
@@ -56,17 +57,7 @@ def read_tokens(model: Path, meta: dict[str, str]) -> list[str]:
     """Symbols by id from `tokens.txt` beside the model, else edgekd's `tokens` metadata."""
     txt = model.parent / "tokens.txt"
     if txt.is_file():
-        table: dict[int, str] = {}
-        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            sym, _, idx = line.rstrip("\n").rpartition(" ")
-            if not sym or not idx.lstrip("-").isdigit():
-                raise EdgekdError(f"{txt}:{n}: expected '<symbol> <id>', got {line!r}")
-            table[int(idx)] = sym
-        if sorted(table) != list(range(len(table))):
-            raise EdgekdError(f"{txt}: ids are not 0..{len(table) - 1}")
-        return [table[i] for i in range(len(table))]
+        return read_tokens_txt(txt)
     if "tokens" in meta:
         return list(json.loads(meta["tokens"]))
     raise EdgekdError(f"teacher onnx:{model}: no tokens.txt beside it and no 'tokens' metadata")
@@ -106,8 +97,6 @@ class OnnxCTCTeacher:
         # edgekd's convention: blank is id 0 -> columns reordered once here, nothing else changes
         self.order = [blank] + [i for i in range(len(tokens)) if i != blank]
         syms = [tokens[i] for i in self.order]
-        from edgekd.tokens import BLANK
-
         char_model = all(len(t) == 1 for t in syms[1:])  # a character model writes its space as ▁
         self.tokens = tuple([BLANK] + [(" " if (t == "▁" and char_model) else t) for t in syms[1:]])
 
