@@ -74,8 +74,10 @@ def test_quantized_variants_run_within_tolerance(setup, tmp_path, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # ORT's shape inference litters the working directory when it gives up
-    for mode, tol in (("fp16", 0.05), ("int8-dynamic", None), ("int8-static", None)):
-        q = quantize(os.path.relpath(p, cwd), tmp_path / f"{mode}.onnx", mode, calibration=cal)  # relative src
+    for mode, tol, method in (("fp16", 0.05, "minmax"), ("int8-dynamic", None, "minmax"),
+                              ("int8-static", None, "minmax"), ("int8-static", None, "percentile")):
+        # relative src; percentile needs equal-length calibration pieces (ORT stacks its histograms)
+        q = quantize(os.path.relpath(p, cwd), tmp_path / f"{mode}.onnx", mode, calibration=cal, method=method)
         assert read_metadata(q)["quantization"] == mode
         lp, _ = run_onnx(ort_session(q), feats, np.array([feats.shape[1]]))
         if tol:
@@ -86,6 +88,51 @@ def test_quantized_variants_run_within_tolerance(setup, tmp_path, monkeypatch):
     assert not list(cwd.iterdir()), "quantization left files in the working directory"
     with pytest.raises(Exception, match="already quantized"):
         quantize(tmp_path / "fp16.onnx", tmp_path / "x.onnx", "int8-dynamic")
+
+
+def test_int8_sensitivity_keeps_the_layer_int8_hurts_in_fp32(setup, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekd.export.onnx import export_onnx, ort_session, read_metadata, run_onnx
+    from edgekd.export.quantize import calibration_features, quantize
+    from edgekd.export.sensitivity import divergence
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    # One layer made hostile to int8: a huge weight in every output channel sets that channel's
+    # scale, so its ordinary weights round to nothing. Analysis must single it out.
+    with torch.no_grad():
+        ck.model.blocks[0].ff1.w2.weight[:, 0] = 40.0
+    p = export_onnx(ck, tmp_path / "m.onnx")
+    g = onnx.load(str(p)).graph
+    big = {i.name for i in g.initializer if np.abs(numpy_helper.to_array(i)).max() >= 39}
+    hostile = [n.name for n in g.node if n.op_type == "MatMul" and big & set(n.input)]
+    assert len(hostile) == 1
+    cal = calibration_features(setup / "c/source/train.jsonl", ck.featurizer, 6)
+    # quantize() runs the analysis on its own pre-processed graph and keeps that layer fp32.
+    kept = quantize(p, tmp_path / "fb.onnx", "int8-dynamic", calibration=cal)
+    plain = quantize(p, tmp_path / "all.onnx", "int8-dynamic", calibration=cal, fallback=False)
+    report = json.loads((tmp_path / "fb.sensitivity.json").read_text())
+    rows = report["layers"]
+    assert len(rows) == sum(n.op_type == "MatMul" and any(i in {x.name for x in g.initializer} for i in n.input)
+                            for n in g.node)
+    assert rows[0]["node"] == hostile[0] and report["fp32_fallback"][0] == hostile[0]
+    assert all(r["kl"] >= 0 and 0 <= r["agreement"] <= 1 for r in rows)
+    assert read_metadata(kept)["fp32_fallback"].split(",") == report["fp32_fallback"]
+    assert "fp32_fallback" not in read_metadata(plain)
+    ref = [run_onnx(ort_session(p), f[None], np.array([len(f)]))[0][0] for f in cal]
+    kl = {m: divergence(ref, [run_onnx(ort_session(m), f[None], np.array([len(f)]))[0][0] for f in cal])["kl"]
+          for m in (kept, plain)}
+    assert kl[kept] < kl[plain] / 2, kl
+
+
+def test_fallback_rule_picks_outliers_only():
+    from edgekd.export.sensitivity import fallback_nodes
+
+    rows = [{"node": f"n{i}", "kl": k} for i, k in enumerate([1e-6, 2e-6, 1.5e-6, 3e-5, 1e-6, 2.5e-5])]
+    assert fallback_nodes(rows) == ["n3", "n5"]
+    assert fallback_nodes(rows, max_nodes=1) == ["n3"]
+    assert fallback_nodes([{"node": "a", "kl": 1.0}, {"node": "b", "kl": 1e-9}]) == []
 
 
 def test_sherpa_onnx_decodes_the_package_like_edgekd(setup, tmp_path):
@@ -177,7 +224,7 @@ def test_run_export_writes_a_verified_table(setup, tmp_path):
                               calib_manifest=setup / "c/source/train.jsonl", progress=False).read_text())
     rows = json.loads((tmp_path / "verify.table.json").read_text())["rows"]
     names = [r["artifact"] for r in rows]
-    assert names[:5] == ["pytorch", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16"]
+    assert names[:4] == ["pytorch", "onnx-fp32", "onnx-int8-dynamic", "onnx-fp16"]  # int8-static: opt-in
     assert "sherpa-onnx" in names and (tmp_path / "sherpa-onnx/model.int8.onnx").exists()
     for r in rows:
         assert set(COLUMNS) <= set(r)

@@ -52,8 +52,7 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     assert len(summary) == 5 and "student" in summary[0] and "rpi4" in summary[4], summary
     md = forced["report"]["md"].read_text()
     assert "Teacher vs student" in md and "Every artifact checked" in md and "rpi4" in md
-    everything = run_pipeline(tiny_config, force=("synth",), log=logs.append)
-    assert set(everything["status"].values()) == {"ran"}
+    # (forcing a stage reruns every dependant: test_pipeline_engine checks that on a toy graph)
     review = StageManifest.load(tmp_path / "run" / "review")
     assert review.metrics["imported"] == review.metrics["tasks"] > 0  # simulated annotators answered every task
     html = res["report"]["html"].read_text()

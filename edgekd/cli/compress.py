@@ -33,12 +33,15 @@ def quantize(
     model: Annotated[Path, typer.Option(help="fp32 ONNX model from `edgekd export`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
     mode: Annotated[str, typer.Option(help="int8-dynamic, int8-static or fp16.")] = "int8-dynamic",
-    calib: Annotated[Optional[Path], typer.Option(help="Manifest of real audio (int8-static calibration).")] = None,
+    calib: Annotated[Optional[Path], typer.Option(
+        help="Manifest of real audio: int8-static ranges; int8-dynamic's per-layer sensitivity analysis.")] = None,
     calib_utts: Annotated[int, typer.Option(help="Calibration utterances.")] = 32,
+    method: Annotated[str, typer.Option(help="int8-static calibration: minmax, percentile or entropy.")] = "minmax",
+    fallback: Annotated[bool, typer.Option(help="int8-dynamic: keep the layers int8 hurts most in fp32.")] = True,
 ):
     """Quantize an exported ONNX model with ONNX Runtime (metadata is kept, `quantization` updated).
 
-    Usage: edgekd quantize --model runs/export/model.onnx --mode int8-static --calib data/corpus/target/dev.jsonl --out m.int8.onnx
+    Usage: edgekd quantize --model runs/export/model.onnx --mode int8-dynamic --calib data/corpus/target/dev.jsonl --out m.int8.onnx
     """
     import json
 
@@ -48,13 +51,13 @@ def quantize(
 
     if not model.exists():
         raise EdgekdError(f"{model} does not exist")
+    if mode == "int8-static" and calib is None:
+        raise EdgekdError("--mode int8-static needs --calib MANIFEST (real audio)")
     cal = None
-    if mode == "int8-static":
-        if calib is None:
-            raise EdgekdError("--mode int8-static needs --calib MANIFEST (real audio)")
+    if calib is not None and mode.startswith("int8"):
         feat = FeaturizerConfig.from_dict(json.loads(read_metadata(model)["featurizer"]))
         cal = calibration_features(calib, feat, calib_utts)
-    say(str(q(model, out, mode, calibration=cal)))
+    say(str(q(model, out, mode, calibration=cal, fallback=fallback, method=method)))
 
 
 def export_cmd(
@@ -73,9 +76,9 @@ def export_cmd(
 
     Usage: edgekd export --model runs/student/model.safetensors --test data/corpus/target/test.jsonl --out runs/export
     """
-    from edgekd.export import ONNX_QUANT, ExportOptions, run_export
+    from edgekd.export import DEFAULT_QUANT, ExportOptions, run_export
 
-    opts = options(ExportOptions, quantize=tuple(quant) if quant else ONNX_QUANT,
+    opts = options(ExportOptions, quantize=tuple(quant) if quant else DEFAULT_QUANT,
                  tflite=() if no_tflite else (tuple(tflite) if tflite else ("fp32", "int8-dynamic")),
                  tflite_window=window, waveform_graph=waveform, verify_utts=verify_utts)
     import json

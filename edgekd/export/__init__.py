@@ -22,17 +22,22 @@ from edgekd.manifest import StageManifest
 from edgekd.models import load_checkpoint
 
 ONNX_QUANT = ("int8-dynamic", "int8-static", "fp16")
+# int8-static is opt-in: on the real student it was both slower than fp32 (QDQ around MatMuls
+# that ORT does not fuse on this graph) and less faithful than int8-dynamic with every calibration
+# method (benchmarks/int8_sensitivity.py; README "Quantization").
+DEFAULT_QUANT = ("int8-dynamic", "fp16")
 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    quantize: tuple[str, ...] = ONNX_QUANT  # ONNX variants besides fp32
+    quantize: tuple[str, ...] = DEFAULT_QUANT  # ONNX variants besides fp32 (any of ONNX_QUANT)
     waveform_graph: bool = False  # also export model.wave.onnx (featurizer inside: raw audio in)
     tflite: tuple[str, ...] = ("fp32", "int8-dynamic")  # LiteRT variants; skipped without litert-torch
     tflite_window: int = 600  # LiteRT fixed window, feature frames (6 s)
     tflite_context: int = 48  # frames of context each side when chunking longer audio
     sherpa: bool = True  # write a sherpa-onnx package (model.onnx, model.int8.onnx, tokens.txt)
-    calibration_utts: int = 32  # int8-static calibration utterances (real audio)
+    calibration_utts: int = 32  # int8 calibration utterances (real audio): static ranges, dynamic sensitivity
+    int8_fallback: bool = True  # int8-dynamic keeps the layers its sensitivity analysis flags in fp32
     verify_utts: int = 100  # test utterances scored per artifact
     latency_repeats: int = 5
     bundle_utts: int = 20  # labelled bundle/ for on-device WER (`edgekd bench --bundle`); 0 = none
@@ -132,9 +137,9 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
     for q in opts.quantize:
         if not known("onnx", precision=q, op_types="MatMul"):
             continue
-        if q == "int8-static" and calib is None:
+        if q.startswith("int8") and calib is None and (q == "int8-static" or opts.int8_fallback):
             calib = calibration_features(calib_manifest or test_manifest, ck.featurizer, opts.calibration_utts)
-        p = quantize(fp32, out / f"model.{q}.onnx", q, calibration=calib)
+        p = quantize(fp32, out / f"model.{q}.onnx", q, calibration=calib, fallback=opts.int8_fallback)
         arts.append(Artifact(f"onnx-{q}", str(p), "onnx", q))
         step(f"onnx-{q}")
     if opts.tflite:
