@@ -25,7 +25,7 @@ import sys
 
 import typer
 
-from edgekd.cli import compress, data, device, pipeline, student, teacher, transcribe
+from edgekd.cli import compress, data, device, fit, pipeline, student, teacher, transcribe
 from edgekd.errors import EdgekdError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -42,7 +42,7 @@ COMMANDS = {
     "train": teacher.train, "eval": teacher.eval_cmd, "pseudolabel": teacher.pseudolabel, "drift": teacher.drift,
     "distil": student.distil,
     "prune": compress.prune, "quantize": compress.quantize, "export": compress.export_cmd, "verify": compress.verify,
-    "bench": device.bench, "profile": device.profile,
+    "bench": device.bench, "profile": device.profile, "fit": fit.fit,
     "run": pipeline.run, "demo": pipeline.demo,
     "transcribe": transcribe.transcribe,
 }

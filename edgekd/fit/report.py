@@ -1,0 +1,119 @@
+"""What a fit leaves behind: per device the winner with its margins, the Pareto front (table +
+plot), host-pinned checks, the winner's exported and verified artifact; and the proxy-vs-final rank
+correlation. `fit.table.json` holds every candidate row (costed, fits?, WER when built)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from edgekd.atomic import atomic_write
+from edgekd.config import to_dict
+from edgekd.fit.budget import Budget
+from edgekd.fit.build import variant_onnx
+from edgekd.fit.space import Variant
+from edgekd.manifest import StageManifest
+from edgekd.tables import table_text
+
+
+def pareto(rows: list[dict], keys=("wer", "rtf", "memory_mb")) -> list[dict]:
+    """Rows no other row beats on every key (all lower-is-better) while being strictly better on one."""
+    def dominated(r):
+        return any(all(o[k] <= r[k] for k in keys) and any(o[k] < r[k] for k in keys) for o in rows if o is not r)
+    return sorted((r for r in rows if not dominated(r)), key=lambda r: r[keys[1]])
+
+
+def _near_budget(r: dict, b: Budget, band: float) -> bool:
+    return any(abs(1 - r[m] / v) <= band for m, v in b.limits().items())
+
+
+def _plot(rows: list[dict], front: list[dict], winner: dict | None, b: Budget, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for fits, mk in ((True, "o"), (False, "x")):
+        sel = [r for r in rows if r["fits"] == fits]
+        ax.scatter([r["rtf"] for r in sel], [r["wer"] * 100 for r in sel], marker=mk,
+                   label="under budget" if fits else "over budget")
+    ax.plot([r["rtf"] for r in front], [r["wer"] * 100 for r in front], "k--", lw=1, label="Pareto front")
+    if winner:
+        ax.scatter([winner["rtf"]], [winner["wer"] * 100], marker="*", s=220, c="gold", edgecolors="k", label="winner")
+    if b.rtf:
+        ax.axvline(b.rtf, color="r", lw=1, label=f"RTF budget {b.rtf}")
+    ax.set_xlabel(f"estimated RTF on {b.device} ({b.threads or 'default'} threads)")
+    ax.set_ylabel("test WER % (onnxruntime)")
+    ax.set_title(f"fit: {b.device}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], proxy: dict, full: dict,
+                  chosen: list[str], measure, devices: dict, soft_targets, test_manifest, t0: float, log) -> Path:
+    from edgekd.export import ExportOptions, run_export
+    from edgekd.fit.search import ESTIMATE_BAND, spearman
+
+    atomic_write(out / "fit.table.json", json.dumps({"title": "fit candidates", "rows": rows}, indent=1))
+    metrics: dict = {}
+    md = []
+    for b in budgets:
+        dev_rows = [r for r in rows if r["device"] == b.device]
+        scored = [r for r in dev_rows if r["wer"] is not None]
+        ok = [r for r in scored if r["fits"]]
+        winner = min(ok, key=lambda r: (r["wer"], r["rtf"])) if ok else None
+        front = pareto(scored)
+        _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
+        measured = {}
+        if measure and winner:
+            for r in [winner] + [r for r in ok if r is not winner and _near_budget(r, b, ESTIMATE_BAND)]:
+                v = Variant(r["arch"], r["prune"], r["precision"])
+                measured[r["variant"]] = measure(devices[b.device], variant_onnx(v, out / "variants"), b.threads,
+                                                 opts.seconds)
+        info = {"budget": b.limits(), "winner": winner and winner["variant"], "candidates": len(dev_rows),
+                "under_budget": sum(r["fits"] for r in dev_rows), "scored": len(scored),
+                "pareto": [r["variant"] for r in front], "measured_on_host": measured}
+        if winner:
+            info |= {"wer": winner["wer"], "estimate": {k: winner[k] for k in ("rtf", "memory_mb", "size_mb")},
+                     "margins": b.margins(winner)}
+            if winner["variant"] in measured:
+                m = measured[winner["variant"]]
+                info["measured_meets_rtf"] = b.rtf is None or m["rtf"] <= b.rtf
+            ckpt = Path((variant_onnx(Variant(winner["arch"], winner["prune"], "fp32"), out / "variants").parent
+                         / "checkpoint").read_text())
+            q = () if winner["precision"] == "fp32" else (winner["precision"],)
+            exp = out / f"winner-{b.device}"
+            if not (exp / "manifest.json").exists():
+                run_export(ExportOptions(quantize=q, tflite=(), verify_utts=50, bundle_utts=0), ckpt, exp,
+                           test_manifest=test_manifest, progress=False)
+            info["export"] = {"dir": str(exp), "failed_checks": StageManifest.load(exp).metrics["failed"]}
+        metrics[b.device] = info
+        md.append(f"### {b.device}: budget {b.limits()}\n")
+        md.append(f"winner: **{info['winner']}**" + (f", WER {winner['wer'] * 100:.1f} %, margins "
+                                                      f"{info['margins']}" if winner else " (none scored)") + "\n")
+        md.append(table_text([{"variant": r["variant"], "WER %": round(r["wer"] * 100, 1), "RTF est": f"{r['rtf']:.4f}",
+                                   "memory MB est": round(r["memory_mb"], 1), "size MB": round(r["size_mb"], 2),
+                                   "under budget": "yes" if r["fits"] else "no",
+                                   "measured RTF (host-pinned)": f"{measured[r['variant']]['rtf']:.4f}"
+                                   if r["variant"] in measured else ""} for r in front], markdown=True) + "\n")
+    fully = [n for n in chosen if n in proxy and full.get(n)]
+    rho = spearman([proxy[n].get("cer", 1.0) for n in fully], [full[n].get("wer", 1.0) for n in fully])
+    metrics["proxy_vs_final_spearman"] = {"rho": rho, "n": len(fully),
+                                          "proxy": {n: proxy[n].get("cer") for n in fully},
+                                          "final_dev_wer": {n: full[n].get("wer") for n in fully}}
+    md.append(f"proxy (dev CER after {opts.proxy_steps} steps) vs final (dev WER after {opts.full_steps}) rank: "
+              f"Spearman rho {rho} over {len(fully)} architectures\n")
+    atomic_write(out / "fit.md", "\n".join(md))
+    m = StageManifest(stage="fit", config={**to_dict(opts), "budgets": [to_dict(b) for b in budgets]},
+                      outputs={"table": "fit.table.json", "md": "fit.md",
+                               **{f"pareto-{b.device}": f"pareto-{b.device}.png" for b in budgets}},
+                      metrics=metrics, timings={"wall_s": round(time.time() - t0, 1)})
+    m.add_inputs(Path(soft_targets) / "meta.json", test_manifest)
+    log(f"fit: done in {time.time() - t0:.0f} s; " + "; ".join(f"{d}: {v['winner']}" for d, v in metrics.items()
+                                                             if isinstance(v, dict) and "winner" in v))
+    return m.save(out)

@@ -1,0 +1,172 @@
+"""`run_fit`: cost, prune the over-budget, proxy-train, rank, train the best fully, pick per device.
+
+Every step writes its result under the fit folder and is skipped when it is already there, so
+a killed fit resumes where it stopped (training itself resumes through `edgekd.train.loop`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+
+from edgekd.atomic import atomic_write
+from edgekd.config import to_dict
+from edgekd.errors import EdgekdError
+from edgekd.fit.budget import Budget
+from edgekd.fit.space import DEPTHS, PRECISIONS, PRESETS, PRUNE_RATIOS, WIDTHS, Arch, Variant, architectures, \
+    cost_variants, variants
+from edgekd.manifest import StageManifest
+
+ESTIMATE_BAND = 0.30  # the estimator's validated error band (README, estimator validation): closer = measure
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    presets: tuple[str, ...] = PRESETS  # student presets searched besides the width x depth grid
+    widths: tuple[int, ...] = WIDTHS
+    depths: tuple[int, ...] = DEPTHS
+    precisions: tuple[str, ...] = PRECISIONS
+    prune_ratios: tuple[float, ...] = PRUNE_RATIOS
+    proxy_steps: int = 150  # short KD run per architecture
+    full_steps: int = 1000  # full KD run of the best `top_k`
+    top_k: int = 3  # architectures trained fully per device
+    workers: int = 2  # proxy runs at once (one thread each)
+    lr: float = 2e-3
+    max_frames: int = 6000
+    measure: bool = True  # host-pinned runs of winners and near-budget candidates
+    seconds: float = 10.0  # audio per costed/measured inference
+
+    def __post_init__(self):
+        self._verify()
+
+    def _verify(self):
+        if self.proxy_steps < 1 or self.full_steps < self.proxy_steps or self.top_k < 1 or self.workers < 1:
+            raise ValueError("need proxy_steps >= 1, full_steps >= proxy_steps, top_k >= 1, workers >= 1")
+        if not self.widths or not self.depths or not self.precisions:
+            raise ValueError("widths, depths and precisions must not be empty")
+
+
+def _distil(job: tuple) -> dict:
+    """One KD run in a worker process (one torch thread): returns the run's best dev scores."""
+    preset, steps, soft_targets, out, dev, human, lr, max_frames, threads = job
+    from edgekd.distil import DistilOptions, run_distil
+    from edgekd.train.loop import LoopOptions
+
+    if not (Path(out) / "manifest.json").exists():
+        loop = LoopOptions(max_steps=steps, lr=lr, warmup_steps=max(1, steps // 10), eval_every=steps,
+                           ckpt_every=max(1, steps // 2), threads=threads, progress=False)
+        run_distil(DistilOptions(preset=preset, max_frames=max_frames, loop=loop), soft_targets, out,
+                   human_labels=human, dev_manifest=dev)
+    return StageManifest.load(out).metrics["best"] or {}
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:  # undefined: too few, or one side all ties
+        return None
+    return round(float(spearmanr(a, b).statistic), 3)
+
+
+def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, out_dir: str | Path, *,
+            dev_manifest: str | Path, test_manifest: str | Path, human_labels: str | Path | None = None,
+            log=print) -> Path:
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.profile.devices import load_device
+    from edgekd.softtargets import SoftTargets
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    st = SoftTargets(soft_targets)
+    featurizer = FeaturizerConfig.from_dict(st.meta["featurizer"]) if "featurizer" in st.meta else FeaturizerConfig()
+    devices = {b.device: load_device(b.device) for b in budgets}
+    archs = architectures(len(st.tokens), featurizer.n_mels, opts.widths, opts.depths, opts.presets)
+    presets = out / "presets"
+    presets.mkdir(exist_ok=True)
+    for a in archs:  # each architecture is a preset file: distil and checkpoints name it
+        atomic_write(presets / f"{a.name}.yaml", yaml.safe_dump({k: v for k, v in dataclasses.asdict(a.dims).items()
+                                                               if k not in ("vocab_size", "n_mels") and v != ()}))
+
+    # 1. cost model: every variant of every architecture, per device, before any training
+    def key(a: Arch, b: Budget) -> str:
+        return f"{a.name}@{b.device}-t{b.threads or devices[b.device].threads}"
+
+    costs: dict[str, dict] = {}
+    for i, a in enumerate(archs):
+        todo = [b for b in budgets if not (out / "cost" / f"{key(a, b)}.json").exists()]
+        if todo:  # one export per architecture, estimated for every device still missing
+            got = cost_variants(a, variants(a, opts.precisions, opts.prune_ratios),
+                                [(devices[b.device], b.threads) for b in todo], featurizer=featurizer,
+                                tokens=st.tokens, seconds=opts.seconds)
+            for b, c in zip(todo, got):
+                atomic_write(out / "cost" / f"{key(a, b)}.json", json.dumps(c, indent=1))
+        for b in budgets:
+            costs[key(a, b)] = json.loads((out / "cost" / f"{key(a, b)}.json").read_text())
+        log(f"fit: costed {i + 1}/{len(archs)} architectures")
+    rows = []
+    for a in archs:
+        for b in budgets:
+            c = costs[key(a, b)]
+            for v in variants(a, opts.precisions, opts.prune_ratios):
+                rows.append({"device": b.device, "arch": a.name, "variant": v.name, "prune": v.prune,
+                             "precision": v.precision, **c[v.name], "fits": b.fits(c[v.name])})
+    for b in budgets:
+        if not any(r["fits"] for r in rows if r["device"] == b.device):
+            small = min((r for r in rows if r["device"] == b.device), key=lambda r: r["rtf"])
+            raise EdgekdError(f"fit: nothing in the search space meets the {b.device} budget {b.limits()}; the "
+                              f"cheapest candidate {small['variant']} needs rtf {small['rtf']:.3g}, "
+                              f"memory {small['memory_mb']:.3g} MB, size {small['size_mb']:.3g} MB")
+    trainable = [a for a in archs if any(r["fits"] for r in rows if r["arch"] == a.name)]
+    log(f"fit: {len(trainable)}/{len(archs)} architectures have a variant under budget; "
+        f"{len(archs) - len(trainable)} pruned without training")
+
+    # 2. proxy runs, several at once, one thread each
+    def job(a: Arch, steps: int, kind: str):
+        return (str(presets / f"{a.name}.yaml"), steps, str(soft_targets), str(out / "train" / f"{a.name}-{kind}"),
+                str(dev_manifest), str(human_labels) if human_labels else None, opts.lr, opts.max_frames, 1)
+
+    with ProcessPoolExecutor(opts.workers, mp_context=get_context("spawn")) as ex:
+        proxy = dict(zip([a.name for a in trainable], ex.map(_distil, [job(a, opts.proxy_steps, "proxy")
+                                                                       for a in trainable])))
+    log("fit: proxy dev CER " + ", ".join(f"{k} {v.get('cer', 1):.3f}" for k, v in proxy.items()))
+
+    # 3. the best top_k per device (among those with a variant under that device's budget) train fully
+    chosen: list[str] = []
+    for b in budgets:
+        ok = [a.name for a in trainable if any(r["fits"] for r in rows if r["arch"] == a.name and r["device"] == b.device)]
+        for name in sorted(ok, key=lambda n: proxy[n].get("cer", 1.0))[: opts.top_k]:
+            if name not in chosen:
+                chosen.append(name)
+    by_name = {a.name: a for a in archs}
+    with ProcessPoolExecutor(opts.workers, mp_context=get_context("spawn")) as ex:
+        full = dict(zip(chosen, ex.map(_distil, [job(by_name[n], opts.full_steps, "full") for n in chosen])))
+    log(f"fit: trained fully: {', '.join(chosen)}")
+
+    # 4. build and score each variant under budget of the fully trained
+    from edgekd.fit.build import build_variant, measure_host
+
+    wer: dict[str, float] = {}
+    for n in chosen:
+        for v in variants(by_name[n], opts.precisions, opts.prune_ratios):
+            if any(r["fits"] for r in rows if r["variant"] == v.name):
+                wer[v.name] = build_variant(v, out / "train" / f"{n}-full" / "model.safetensors", out / "variants",
+                                            soft_targets=soft_targets, dev=dev_manifest, test=test_manifest,
+                                            finetune_steps=opts.proxy_steps)
+    for r in rows:
+        r["wer"] = wer.get(r["variant"])
+
+    from edgekd.fit.report import write_results
+
+    return write_results(out, opts, budgets, rows, proxy, full, chosen, measure_host if opts.measure else None,
+                         devices, soft_targets, test_manifest, t0, log)
+
+
+__all__ = ["FitOptions", "run_fit", "spearman", "to_dict", "Variant", "ESTIMATE_BAND"]

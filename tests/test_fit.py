@@ -1,0 +1,108 @@
+"""`edgekd fit` on tiny models: budgets as data, impossible budgets refused before any work,
+over-budget candidates never trained, proxy ranking, Pareto, a verified winner per device."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgekd.errors import ConfigError, EdgekdError
+from edgekd.fit import Budget, FitOptions, load_budget, run_fit
+from edgekd.fit.budget import parse_mb
+from edgekd.fit.report import pareto
+
+TINY = dict(presets=(), widths=(32, 64), depths=(1, 2), precisions=("fp32", "int8-dynamic"), prune_ratios=(0.0,),
+            proxy_steps=2, full_steps=4, top_k=3, workers=2, max_frames=3000, measure=True, seconds=2.0)
+
+
+def test_budget_parsing_and_device_defaults():
+    assert parse_mb("64MB", "memory") == 64 and parse_mb("512k", "m") == 0.5 and parse_mb("1.5GB", "m") == 1536
+    assert parse_mb(3, "size") == 3.0
+    for bad in ("lots", "-3MB", "12 parsecs", 0):
+        with pytest.raises(ConfigError, match="fit.memory"):
+            parse_mb(bad, "memory")
+    b = load_budget({"device": "rpi4", "rtf": 0.1, "memory": "64MB"})
+    assert (b.rtf, b.memory_mb, b.size_mb) == (0.1, 64.0, None)
+    assert load_budget({"device": "rpi4"}).rtf == 0.5  # left out: the device profile's budgets
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['mem'\]"):
+        load_budget({"device": "rpi4", "mem": "64MB"})
+    with pytest.raises(ConfigError, match="would not keep up"):
+        load_budget({"device": "rpi4", "rtf": 1.5})
+    with pytest.raises(ConfigError, match="no budget"):
+        Budget("nowhere")
+    with pytest.raises(EdgekdError, match="rpi9"):
+        load_budget({"device": "rpi9"})
+    assert Budget("x", rtf=0.1, size_mb=2).margins({"rtf": 0.05, "size_mb": 3}) == {"rtf": 0.5, "size_mb": -0.5}
+
+
+def test_spearman():
+    from edgekd.fit.search import spearman
+
+    assert spearman([0.1, 0.2, 0.3], [0.5, 0.6, 0.9]) == 1.0 and spearman([0.1, 0.2, 0.3], [3, 2, 1]) == -1.0
+    assert spearman([0.1, 0.1, 0.1], [1, 2, 3]) is None and spearman([1, 2], [1, 2]) is None
+
+
+def test_pareto_front_keeps_only_the_undominated():
+    rows = [{"v": "a", "wer": 0.3, "rtf": 0.1, "memory_mb": 10}, {"v": "b", "wer": 0.2, "rtf": 0.2, "memory_mb": 10},
+            {"v": "c", "wer": 0.35, "rtf": 0.2, "memory_mb": 12},  # worse than a on every axis
+            {"v": "d", "wer": 0.3, "rtf": 0.1, "memory_mb": 8}]  # beats a on memory only: a is dominated
+    assert [r["v"] for r in pareto(rows)] == ["d", "b"]
+
+
+@pytest.fixture(scope="module")
+def pl(tmp_path_factory, small_corpus, tiny_ckpt_path):
+    from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
+
+    d = tmp_path_factory.mktemp("fit")
+    run_pseudolabel(PseudoLabelOptions(workers=1, review_fraction=0.3), small_corpus / "target/train.jsonl",
+                    [str(tiny_ckpt_path)], d / "pl", progress=False)
+    return d / "pl"
+
+
+def test_impossible_budget_is_refused_before_any_training(pl, small_corpus, tmp_path):
+    opts = FitOptions(**{**TINY, "widths": (32,), "depths": (1,)})
+    with pytest.raises(EdgekdError, match=r"nothing in the search space meets the rpi4 budget.*cheapest"):
+        run_fit(opts, [load_budget({"device": "rpi4", "size": "1KB"})], pl, tmp_path,
+                dev_manifest=small_corpus / "target/dev.jsonl", test_manifest=small_corpus / "target/test.jsonl")
+    assert not (tmp_path / "train").exists()
+
+
+def test_fit_two_devices_prunes_over_budget_and_picks_a_verified_winner(pl, small_corpus, tmp_path):
+    torch.manual_seed(0)
+    # Sizes of the grid (estimated from the ONNX files): w32-d1 0.16 / 0.08 MB (fp32 / int8), w32-d2
+    # 0.25 / 0.13, w64-d1 0.40 / 0.17, w64-d2 0.69 / 0.30. 0.2 MB leaves w64-d2 without any variant.
+    budgets = [load_budget({"device": "rpi4", "size": "0.2MB", "threads": 1}),
+               load_budget({"device": "android-flagship", "size": "0.14MB", "rtf": 0.5})]
+    m = json.loads(run_fit(FitOptions(**TINY), budgets, pl, tmp_path, dev_manifest=small_corpus / "target/dev.jsonl",
+                           test_manifest=small_corpus / "target/test.jsonl", log=lambda s: None).read_text())
+    rows = json.loads((tmp_path / "fit.table.json").read_text())["rows"]
+    over = {r["arch"] for r in rows} - {r["arch"] for r in rows if r["fits"]}
+    assert over == {"w64-d2"} and not (tmp_path / "train" / "w64-d2-proxy").exists()
+    assert {p.name for p in (tmp_path / "train").iterdir() if p.name.endswith("-proxy")} == \
+        {"w32-d1-proxy", "w32-d2-proxy", "w64-d1-proxy"}
+    for dev, lim in (("rpi4", 0.2), ("android-flagship", 0.14)):
+        info = m["metrics"][dev]
+        win = next(r for r in rows if r["device"] == dev and r["variant"] == info["winner"])
+        assert win["fits"] and win["size_mb"] <= lim and info["margins"]["size_mb"] >= 0
+        scored = [r for r in rows if r["device"] == dev and r["fits"] and r["wer"] is not None]
+        assert win["wer"] == min(r["wer"] for r in scored)  # the best WER among those under budget
+        assert info["winner"] in info["measured_on_host"] and info["measured_on_host"][info["winner"]]["rtf"] > 0
+        assert (tmp_path / f"pareto-{dev}.png").stat().st_size > 0
+        assert (tmp_path / f"winner-{dev}" / "verify.table.json").exists()  # exported and verified
+    rho = m["metrics"]["proxy_vs_final_spearman"]
+    assert rho["n"] == 3 and (rho["rho"] is None or -1 <= rho["rho"] <= 1)  # 2-step proxies may all tie
+    # resumable: everything is on disk, a second call trains nothing
+    again = run_fit(FitOptions(**TINY), budgets, pl, tmp_path, dev_manifest=small_corpus / "target/dev.jsonl",
+                    test_manifest=small_corpus / "target/test.jsonl", log=lambda s: None)
+    assert json.loads(again.read_text())["metrics"]["rpi4"]["winner"] == m["metrics"]["rpi4"]["winner"]
+
+
+def test_cli_fit_errors_are_one_line(tmp_path):
+    for args, msg in ((["--device", "rpi4", "--mem", "lots"], "fit.memory"),
+                      ([], "give --device"),
+                      (["--device", "rpi4", "--rtf", "2"], "would not keep up")):
+        r = subprocess.run([sys.executable, "-m", "edgekd.cli", "fit", "--pseudolabels", str(tmp_path), "--dev", "d",
+                            "--test", "t", "--out", str(tmp_path / "o"), *args], capture_output=True, text=True)
+        assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
