@@ -45,9 +45,10 @@ def test_spearman():
 
 
 def test_pareto_front_keeps_only_the_undominated():
-    rows = [{"v": "a", "wer": 0.3, "rtf": 0.1, "memory_mb": 10}, {"v": "b", "wer": 0.2, "rtf": 0.2, "memory_mb": 10},
-            {"v": "c", "wer": 0.35, "rtf": 0.2, "memory_mb": 12},  # worse than a on every axis
-            {"v": "d", "wer": 0.3, "rtf": 0.1, "memory_mb": 8}]  # beats a on memory only: a is dominated
+    rows = [{"v": "a", "wer": 0.3, "rtf": 0.1, "memory_mb": 10, "size_mb": 1},
+            {"v": "b", "wer": 0.2, "rtf": 0.2, "memory_mb": 10, "size_mb": 1},
+            {"v": "c", "wer": 0.35, "rtf": 0.2, "memory_mb": 12, "size_mb": 1},  # worse than a on every axis
+            {"v": "d", "wer": 0.3, "rtf": 0.1, "memory_mb": 8, "size_mb": 1}]  # beats a on memory only
     assert [r["v"] for r in pareto(rows)] == ["d", "b"]
 
 
@@ -77,7 +78,7 @@ def test_fit_two_devices_prunes_over_budget_and_picks_a_verified_winner(pl, smal
                load_budget({"device": "android-flagship", "size": "0.14MB", "rtf": 0.5})]
     m = json.loads(run_fit(FitOptions(**TINY), budgets, pl, tmp_path, dev_manifest=small_corpus / "target/dev.jsonl",
                            test_manifest=small_corpus / "target/test.jsonl", log=lambda s: None).read_text())
-    rows = json.loads((tmp_path / "fit.table.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "candidates.json").read_text())["rows"]
     over = {r["arch"] for r in rows} - {r["arch"] for r in rows if r["fits"]}
     assert over == {"w64-d2"} and not (tmp_path / "train" / "w64-d2-proxy").exists()
     assert {p.name for p in (tmp_path / "train").iterdir() if p.name.endswith("-proxy")} == \
@@ -90,6 +91,8 @@ def test_fit_two_devices_prunes_over_budget_and_picks_a_verified_winner(pl, smal
         assert win["wer"] == min(r["wer"] for r in scored)  # the best WER among those under budget
         assert info["winner"] in info["measured_on_host"] and info["measured_on_host"][info["winner"]]["rtf"] > 0
         assert (tmp_path / f"pareto-{dev}.png").stat().st_size > 0
+        front = json.loads((tmp_path / f"pareto-{dev}.table.json").read_text())["rows"]
+        assert sum(r["winner"] == "yes" for r in front) == 1
         assert (tmp_path / f"winner-{dev}" / "verify.table.json").exists()  # exported and verified
     rho = m["metrics"]["proxy_vs_final_spearman"]
     assert rho["n"] == 3 and (rho["rho"] is None or -1 <= rho["rho"] <= 1)  # 2-step proxies may all tie
@@ -106,3 +109,19 @@ def test_cli_fit_errors_are_one_line(tmp_path):
         r = subprocess.run([sys.executable, "-m", "edgekd.cli", "fit", "--pseudolabels", str(tmp_path), "--dev", "d",
                             "--test", "t", "--out", str(tmp_path / "o"), *args], capture_output=True, text=True)
         assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_pipeline_fit_stage_from_budgets_and_bad_budget_stops_before_work(tmp_path):
+    from edgekd.pipeline import build_stages
+    from edgekd.pipeline.config import load_pipeline_config
+
+    base = {"run_dir": str(tmp_path / "run"), "data": {"synth": True}}
+    assert "fit" not in [s.name for s in build_stages(load_pipeline_config(None, base=base))]
+    cfg = load_pipeline_config(None, base={**base, "fit": {"budgets": [{"device": "rpi3", "rtf": 0.2},
+                                                                       {"device": "pixel7", "memory": "64MB"}]}})
+    fit = next(s for s in build_stages(cfg) if s.name == "fit")
+    assert {"soft_targets", "test", "dev"} <= set(fit.inputs)
+    with pytest.raises(ConfigError, match="fit.memory"):
+        build_stages(load_pipeline_config(None, base={**base, "fit": {"budgets": [{"device": "rpi3", "memory": "x"}]}}))
+    with pytest.raises(ConfigError, match="fit.widths"):
+        load_pipeline_config(None, base={**base, "fit": {"widths": "wide"}})

@@ -1,6 +1,6 @@
 """What a fit leaves behind: per device the winner with its margins, the Pareto front (table +
 plot), host-pinned checks, the winner's exported and verified artifact; and the proxy-vs-final rank
-correlation. `fit.table.json` holds every candidate row (costed, fits?, WER when built)."""
+correlation. `candidates.json` holds every candidate row (costed, fits?, WER when built)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from edgekd.manifest import StageManifest
 from edgekd.tables import table_text
 
 
-def pareto(rows: list[dict], keys=("wer", "rtf", "memory_mb")) -> list[dict]:
+def pareto(rows: list[dict], keys=("wer", "rtf", "memory_mb", "size_mb")) -> list[dict]:
     """Rows no other row beats on every key (all lower-is-better) while being strictly better on one."""
     def dominated(r):
         return any(all(o[k] <= r[k] for k in keys) and any(o[k] < r[k] for k in keys) for o in rows if o is not r)
@@ -59,14 +59,15 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
     from edgekd.export import ExportOptions, run_export
     from edgekd.fit.search import ESTIMATE_BAND, spearman
 
-    atomic_write(out / "fit.table.json", json.dumps({"title": "fit candidates", "rows": rows}, indent=1))
+    atomic_write(out / "candidates.json", json.dumps({"title": "fit candidates", "rows": rows}, indent=1))
     metrics: dict = {}
     md = []
     for b in budgets:
         dev_rows = [r for r in rows if r["device"] == b.device]
         scored = [r for r in dev_rows if r["wer"] is not None]
         ok = [r for r in scored if r["fits"]]
-        winner = min(ok, key=lambda r: (r["wer"], r["rtf"])) if ok else None
+        # ties broken on every budgeted cost, so the winner is never dominated: it is on the front
+        winner = min(ok, key=lambda r: (r["wer"], r["rtf"], r["memory_mb"], r["size_mb"])) if ok else None
         front = pareto(scored)
         _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
         measured = {}
@@ -96,11 +97,15 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
         md.append(f"### {b.device}: budget {b.limits()}\n")
         md.append(f"winner: **{info['winner']}**" + (f", WER {winner['wer'] * 100:.1f} %, margins "
                                                       f"{info['margins']}" if winner else " (none scored)") + "\n")
-        md.append(table_text([{"variant": r["variant"], "WER %": round(r["wer"] * 100, 1), "RTF est": f"{r['rtf']:.4f}",
-                                   "memory MB est": round(r["memory_mb"], 1), "size MB": round(r["size_mb"], 2),
-                                   "under budget": "yes" if r["fits"] else "no",
-                                   "measured RTF (host-pinned)": f"{measured[r['variant']]['rtf']:.4f}"
-                                   if r["variant"] in measured else ""} for r in front], markdown=True) + "\n")
+        table = [{"variant": r["variant"], "WER %": round(r["wer"] * 100, 1), "RTF est": round(r["rtf"], 4),
+                  "memory MB est": round(r["memory_mb"], 1), "size MB": round(r["size_mb"], 2),
+                  "under budget": "yes" if r["fits"] else "no", "winner": "yes" if r is winner else "",
+                  "RTF measured-on-host": round(measured[r["variant"]]["rtf"], 4) if r["variant"] in measured else None}
+                 for r in front]
+        atomic_write(out / f"pareto-{b.device}.table.json", json.dumps(
+            {"title": f"fit: Pareto front on {b.device} (budget {b.limits()}), estimated unless marked", "rows": table},
+            indent=1))
+        md.append(table_text(table, markdown=True) + "\n")
     fully = [n for n in chosen if n in proxy and full.get(n)]
     rho = spearman([proxy[n].get("cer", 1.0) for n in fully], [full[n].get("wer", 1.0) for n in fully])
     metrics["proxy_vs_final_spearman"] = {"rho": rho, "n": len(fully),
@@ -110,8 +115,9 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
               f"Spearman rho {rho} over {len(fully)} architectures\n")
     atomic_write(out / "fit.md", "\n".join(md))
     m = StageManifest(stage="fit", config={**to_dict(opts), "budgets": [to_dict(b) for b in budgets]},
-                      outputs={"table": "fit.table.json", "md": "fit.md",
-                               **{f"pareto-{b.device}": f"pareto-{b.device}.png" for b in budgets}},
+                      outputs={"candidates": "candidates.json", "md": "fit.md",
+                               **{f"pareto-{b.device}": f"pareto-{b.device}.png" for b in budgets},
+                               **{f"pareto-{b.device}-table": f"pareto-{b.device}.table.json" for b in budgets}},
                       metrics=metrics, timings={"wall_s": round(time.time() - t0, 1)})
     m.add_inputs(Path(soft_targets) / "meta.json", test_manifest)
     log(f"fit: done in {time.time() - t0:.0f} s; " + "; ".join(f"{d}: {v['winner']}" for d, v in metrics.items()

@@ -42,6 +42,8 @@ class FitOptions:
     max_frames: int = 6000
     measure: bool = True  # host-pinned runs of winners and near-budget candidates
     seconds: float = 10.0  # audio per costed/measured inference
+    # Pipeline only (`edgekd run`): budget blocks as in edgekd.fit.budget; none = no fit stage.
+    budgets: tuple[dict, ...] = ()
 
     def __post_init__(self):
         self._verify()

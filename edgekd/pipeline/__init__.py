@@ -9,20 +9,23 @@ from edgekd.pipeline.config import PipelineConfig, dump_config, load_pipeline_co
 from edgekd.pipeline.engine import Stage, run_stages
 
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
-STAGE_ORDER = ["synth", "data", "teacher_eval", "drift", "pseudolabel", "review", "distil", "prune", "export", "profile"]
+STAGE_ORDER = ["synth", "data", "teacher_eval", "drift", "pseudolabel", "review", "distil", "prune", "export", "profile",
+               "fit"]
 
 
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
     """The stage graph for `cfg`, in run order (each stage's deps come from its declared inputs)."""
     from edgekd.pipeline.stages import (data_stage, distil_stage, drift_stage, pseudolabel_stage, review_stage,
                                         synth_stage, teacher_eval_stage)
-    from edgekd.pipeline.stages_deploy import export_stage, profile_stage, prune_stage
+    from edgekd.pipeline.stages_deploy import export_stage, fit_stage, profile_stage, prune_stage
 
     stages = [synth_stage(cfg)] if cfg.data.synth else [s for s in [data_stage(cfg)] if s]
     stages += [teacher_eval_stage(cfg), drift_stage(cfg), pseudolabel_stage(cfg), review_stage(cfg), distil_stage(cfg)]
     if cfg.section("prune").enabled:
         stages.append(prune_stage(cfg))
     stages += [export_stage(cfg), profile_stage(cfg)]
+    if cfg.section("fit").budgets:
+        stages.append(fit_stage(cfg))
     return stages
 
 

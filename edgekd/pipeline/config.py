@@ -25,6 +25,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "prune": ("edgekd.export", "PruneOptions"),
     "export": ("edgekd.export", "ExportOptions"),
     "profile": ("edgekd.profile", "ProfileOptions"),
+    "fit": ("edgekd.fit", "FitOptions"),
 }
 
 

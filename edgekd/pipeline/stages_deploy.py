@@ -1,4 +1,5 @@
-"""Pipeline stages after distillation: prune (+ KD fine-tune), export (+ verify), profile per device.
+"""Pipeline stages after distillation: prune (+ KD fine-tune), export (+ verify), profile per device,
+and (when the config has `fit.budgets`) fit: the most accurate student under each device budget.
 
 Export writes one `artifacts.json` of typed `Artifact` records (path, format, precision, runtime,
 contract, size, metadata: model, label, WER); profile reads exactly that, nothing else of export's.
@@ -80,3 +81,23 @@ def profile_stage(cfg: PipelineConfig) -> Stage:
         return StageResult(outputs=m["outputs"], metrics=m["metrics"])
     return Stage("profile", run, {**dump_config(cfg)["profile"], "devices": list(cfg.devices)},
                  inputs={"artifacts": Ref("export", "artifacts")})
+
+
+def fit_stage(cfg: PipelineConfig) -> Stage:
+    """`edgekd fit` on the pipeline's soft targets: budgets parsed now, so a bad one stops the run
+    before any stage works."""
+    from edgekd.fit import load_budget, run_fit
+
+    opts = cfg.section("fit")
+    budgets = [load_budget(b) for b in opts.budgets]
+
+    def run(ctx: StageContext) -> StageResult:
+        m = json.loads(run_fit(opts, budgets, ctx.input("soft_targets"), ctx.dir, dev_manifest=ctx.inputs["dev"],
+                               test_manifest=ctx.input("test"), human_labels=ctx.inputs["human_labels"],
+                               log=lambda s: None).read_text())
+        return StageResult(outputs=m["outputs"], metrics={d: v["winner"] for d, v in m["metrics"].items()
+                                                          if isinstance(v, dict) and "winner" in v})
+    return Stage("fit", run, dump_config(cfg)["fit"],
+                 inputs={"soft_targets": Ref("pseudolabel", "soft_targets"),
+                         "human_labels": Ref("review", "labeled", optional=True),
+                         "test": data(cfg, "target_test"), "dev": data(cfg, "target_dev")})
