@@ -38,7 +38,7 @@ def test_budget_parsing_and_device_defaults():
 
 
 def test_spearman():
-    from edgekd.fit.search import spearman
+    from edgekd.fit.report import spearman
 
     assert spearman([0.1, 0.2, 0.3], [0.5, 0.6, 0.9]) == 1.0 and spearman([0.1, 0.2, 0.3], [3, 2, 1]) == -1.0
     assert spearman([0.1, 0.1, 0.1], [1, 2, 3]) is None and spearman([1, 2], [1, 2]) is None

@@ -30,6 +30,7 @@ def fit(
     workers: Annotated[int, typer.Option(help="Proxy runs at once (one thread each).")] = 2,
     widths: Annotated[Optional[list[int]], typer.Option("--width", help="d_model values (repeat).")] = None,
     depths: Annotated[Optional[list[int]], typer.Option("--depth", help="Layer counts (repeat).")] = None,
+    precision: Annotated[str, typer.Option(help="Training autocast: fp32 or bf16.")] = "fp32",
 ):
     """Search width/depth, pruning and precision for the most accurate student under each budget.
 
@@ -55,5 +56,6 @@ def fit(
         raise ConfigError("give --device NAME (and budget flags) or --budgets FILE")
     bs = [load_budget(b) for b in blocks]
     kw = {k: tuple(v) for k, v in (("widths", widths), ("depths", depths)) if v}
-    opts = options(FitOptions, proxy_steps=proxy_steps, full_steps=full_steps, top_k=top_k, workers=workers, **kw)
+    opts = options(FitOptions, proxy_steps=proxy_steps, full_steps=full_steps, top_k=top_k, workers=workers,
+                   precision=precision, **kw)
     say(str(run_fit(opts, bs, pseudolabels, out, dev_manifest=dev, test_manifest=test, human_labels=human_labels)))

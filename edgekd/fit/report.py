@@ -16,6 +16,16 @@ from edgekd.fit.space import Variant
 from edgekd.manifest import StageManifest
 from edgekd.tables import table_text
 
+ESTIMATE_BAND = 0.30  # the estimator's validated error band (README, estimator validation): closer = measure
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:  # undefined: too few, or one side all ties
+        return None
+    return round(float(spearmanr(a, b).statistic), 3)
+
 
 def pareto(rows: list[dict], keys=("wer", "rtf", "memory_mb", "size_mb")) -> list[dict]:
     """Rows no other row beats on every key (all lower-is-better) while being strictly better on one."""
@@ -57,7 +67,6 @@ def _plot(rows: list[dict], front: list[dict], winner: dict | None, b: Budget, p
 def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], proxy: dict, full: dict,
                   chosen: list[str], measure, devices: dict, soft_targets, test_manifest, t0: float, log) -> Path:
     from edgekd.export import ExportOptions, run_export
-    from edgekd.fit.search import ESTIMATE_BAND, spearman
 
     atomic_write(out / "candidates.json", json.dumps({"title": "fit candidates", "rows": rows}, indent=1))
     metrics: dict = {}
