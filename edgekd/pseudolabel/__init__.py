@@ -123,4 +123,5 @@ def _throughput(done: list[dict], t_start: float) -> dict:
     padded = sum(r.get("padded_s", 0.0) for r in done)
     first, last = min(r["t_start"] for r in done), max(r["t_end"] for r in done)
     return {"x_realtime_labeling": round(audio / max(last - first, 1e-9), 1), "startup_s": round(first - t_start, 2),
-            "padding_waste": round(padded / max(audio + padded, 1e-9), 4)}
+            "padding_waste": round(padded / max(audio + padded, 1e-9), 4),
+            "nodes": sorted({r["node"] for r in done if r.get("node")})}  # Ray: the nodes whose actors labeled

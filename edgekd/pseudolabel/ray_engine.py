@@ -28,7 +28,9 @@ class _ShardActor:
         self.labeler = labeler
 
     def label(self, job: Job) -> dict:
-        return self.labeler.label(job)
+        import ray
+
+        return {**self.labeler.label(job), "node": ray.get_runtime_context().get_node_id()}
 
 
 def _runtime_env(threads: int) -> dict:
