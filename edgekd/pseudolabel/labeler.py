@@ -78,7 +78,7 @@ class ShardLabeler:
             padded_s += (len(waves) * max(len(w) for w in waves) - sum(len(w) for w in waves)) / sr
             for u, w, row, n, text in zip(batch, waves, lp, lens, self._decode(lp, lens)):
                 row = row[: int(n)].numpy()
-                items.append((u["id"], encode_topk(row, opts.k, opts.mass_eps)))
+                items.append((u["id"], encode_topk(row, opts.k, opts.mass_eps, with_tail=True)))
                 labels.append(PseudoLabel(id=u["id"], audio=u["audio"], duration=len(w) / sr, text=text,
                                           confidence=round(confidence(row), 6), frames=int(n)).to_dict())
                 audio_s += len(w) / sr
