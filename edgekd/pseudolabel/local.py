@@ -77,5 +77,5 @@ def run_shards_local(labeler: ShardLabeler, todo: list[Job], workers: int, threa
     with _env(thread_env(threads)):
         pool = ctx.Pool(min(workers, len(todo)), _start_worker, (labeler, threads))
     with pool:
-        # chunksize 1: shards are balanced (dealt by length), so the pool stays busy to the end
+        # chunksize 1: shards hold about equal audio, so the pool stays busy to the end
         yield from pool.imap_unordered(_label_in_worker, todo, chunksize=1)

@@ -14,7 +14,7 @@ class PseudoLabelOptions:
     mass_eps: float = 1e-3  # stop keeping tokens once their mass reaches 1 - mass_eps
     batch_seconds: float = 60.0  # audio seconds per teacher batch
     shard_utts: int = 200  # at most this many utterances per shard (the unit of resume) ...
-    min_shards: int = 16  # ... and at least this many shards (if there are utterances): workers need several each
+    min_shards: int = 16  # ... and about as many shards of equal audio as this (workers need several each)
     confidence_threshold: Optional[float] = None  # route conf >= threshold to distil ...
     review_fraction: float = 0.1  # ... or send this lowest-confidence fraction to review
     workers: int = 2  # processes for the local engine; actors for Ray (0 = one per CPU of the cluster)
@@ -55,9 +55,9 @@ class PseudoLabelOptions:
 SHARD_OPTIONS = ("k", "mass_eps", "batch_seconds", "shard_utts", "min_shards", "teacher_runtime", "beam", "lm",
                  "lm_alpha", "lm_beta")
 
-# How utterances are dealt to shards; part of the resume fingerprint, so a folder made with
-# another layout (edgekd <= 0.1: contiguous runs of the length-sorted list) is not resumed.
-SHARD_LAYOUT = "dealt-v2"
+# How utterances are cut into shards; part of the resume fingerprint, so a folder made with
+# another layout (edgekd <= 0.1: runs of shard_utts of the length-sorted list) is not resumed.
+SHARD_LAYOUT = "equal-audio-v2"
 
 
 def worker_threads(opts: PseudoLabelOptions, workers: int) -> int:
