@@ -1,8 +1,9 @@
 """Bytes per frame against fidelity for soft-target encodings, on a real teacher's posteriors.
 
-Usage: python3 benchmarks/softtarget_encoding.py --teacher models/teacher/teacher.safetensors --manifest data/teacher2/source/dev.jsonl --manifest data/teacher2/target/test.jsonl --utts 80
+Usage: python3 benchmarks/softtarget_encoding.py --teacher models/teacher/teacher.safetensors --teacher /work/runs/teacher2/init-v1.safetensors --manifest /work/data/teacher2/source/train.jsonl --manifest /work/data/teacher2/target/test.jsonl --utts 80
 
-For each manifest (a clean one: the teacher is confident; a drifted one: it is not) the teacher's
+For each teacher x manifest (teacher v2 on its own training audio: as confident as it gets;
+on drifted audio, and teacher v1: less so; the script prints each one's mean max-prob) the teacher's
 full (T, V) log-probs are computed once, then every encoding below is applied and decoded:
 bytes per frame after compression (what a shard costs on disk, per frame, ids and all) and the
 mean per-frame KL(teacher || rebuilt) at T=1 and at the KD temperature T=2 (what the student
@@ -66,7 +67,7 @@ def kl(p_lp: np.ndarray, q_lp: np.ndarray, temperature: float) -> float:
 
 
 D, B, L = zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA
-VARIANTS = {  # name -> (k, eps, tail step multiple, delta, zip method)
+VARIANTS = {  # name -> (k, eps, tail step multiple, delta, zip method; or "v3": write_shard's format 3)
     "before (absolute q, deflate)": (8, 1e-3, 1, False, D),
     "bzip2": (8, 1e-3, 1, False, B),
     "lzma": (8, 1e-3, 1, False, L),
@@ -78,23 +79,53 @@ VARIANTS = {  # name -> (k, eps, tail step multiple, delta, zip method)
     "delta eps 3e-3": (8, 3e-3, 1, True, D),
     "delta k<=6": (6, 1e-3, 1, True, D),
     "delta +lzma k<=6": (6, 1e-3, 1, True, L),
+    "format 3 (edgekd now: zstd, prior tail)": "v3",
 }
+
+
+def format3_row(name: str, lps: list[np.ndarray], frames: int) -> str:
+    """The real writer and reader (one shard of all utterances): bytes on disk, KL, argmax, time."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from edgekd.softtargets import SoftTargets, write_index, write_shard
+
+    with tempfile.TemporaryDirectory() as d:
+        items = [(f"utt-{i:05d}", encode_topk(x, 8, 1e-3, with_tail=True)) for i, x in enumerate(lps)]
+        t0 = time.perf_counter()
+        write_shard(d, 0, items)
+        dt = time.perf_counter() - t0
+        tokens = ["<blk>"] + [f"t{i}" for i in range(lps[0].shape[1] - 1)]
+        size = json.loads(write_index(d, {"tokens": tokens, "frame_rate": 25.0, "k": 8}).read_text())["bytes_per_frame"]
+        st = SoftTargets(Path(d))
+        kl1 = kl2 = agree = 0.0
+        for (uid, _), x in zip(items, lps):
+            r = st.get(uid)
+            kl1 += kl(x, r, 1.0) * len(x)
+            kl2 += kl(x, r, 2.0) * len(x)
+            agree += float((x.argmax(-1) == r.argmax(-1)).sum())
+    return (f"{name:32s} {size:8.2f} {kl1 / frames:9.5f} {kl2 / frames:9.5f} {100 * agree / frames:9.2f} {dt:8.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--teacher", action="append", required=True)
     ap.add_argument("--manifest", action="append", required=True)
     ap.add_argument("--utts", type=int, default=80)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    for man in a.manifest:
-        lps = teacher_log_probs(a.teacher, man, a.utts)
+    for teacher, man in [(t, m) for t in a.teacher for m in a.manifest]:
+        lps = teacher_log_probs(teacher, man, a.utts)
         frames = sum(len(x) for x in lps)
         conf = float(np.mean([np.exp(x.max(-1)).mean() for x in lps]))
-        print(f"\n{man}: {len(lps)} utterances, {frames} frames, mean max-prob {conf:.3f}")
+        print(f"\n{teacher} on {man}: {len(lps)} utterances, {frames} frames, mean max-prob {conf:.3f}")
         print(f"{'encoding':32s} {'B/frame':>8s} {'KL T=1':>9s} {'KL T=2':>9s} {'argmax %':>9s} {'write s':>8s}")
-        for name, (k, eps, tail, delta, method) in VARIANTS.items():
+        for name, spec in VARIANTS.items():
+            if spec == "v3":
+                print(format3_row(name, lps, frames))
+                continue
+            k, eps, tail, delta, method = spec
             encs = [encode_topk(x, k, eps) for x in lps]
             if tail > 1:
                 encs = [requantise_tail(e, tail) for e in encs]

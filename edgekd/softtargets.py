@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.shardcodec import from_container, pack_ids, to_container, unpack, unpack_ids, unzstd
 
 
 LOGP_STEP = 1.0 / 16  # nats per quantisation step of a stored log-prob
@@ -36,8 +37,12 @@ def _quantise(neg_log: np.ndarray) -> np.ndarray:
     return np.clip(np.round(neg_log / LOGP_STEP), 0, 255).astype(np.uint8)
 
 
-def encode_topk(log_probs: np.ndarray, k: int = 8, mass_eps: float = 1e-3) -> dict[str, np.ndarray]:
-    """(T, V) log-probs -> {"counts": (T,) uint8, "ids": (E,) uint8, "q": (E,) uint8, "rest": (T,) uint8}."""
+def encode_topk(log_probs: np.ndarray, k: int = 8, mass_eps: float = 1e-3,
+                with_tail: bool = False) -> dict[str, np.ndarray]:
+    """(T, V) log-probs -> {"counts": (T,) uint8, "ids": (E,) uint8, "q": (E,) uint8, "rest": (T,) uint8}.
+
+    `with_tail` adds "tail": (V, V) float64, the mass of the tokens not kept summed by the frame's
+    best token (row) and token (column): what format 3 shards rebuild the tail from (shardcodec)."""
     lp = np.asarray(log_probs, dtype=np.float64)
     if lp.ndim != 2 or lp.shape[1] > 256:
         raise ValueError(f"expected (T, V<=256) log-probs, got {lp.shape}")
@@ -48,16 +53,27 @@ def encode_topk(log_probs: np.ndarray, k: int = 8, mass_eps: float = 1e-3) -> di
     # keep token j while the mass before it is < 1 - eps: at least one token per frame
     keep = np.concatenate([np.ones((lp.shape[0], 1), bool), cum[:, :-1] < 1 - mass_eps], axis=1)
     rest = 1.0 - np.where(keep, np.exp(top), 0.0).sum(1)
-    return {"counts": keep.sum(1).astype(np.uint8), "ids": order[keep].astype(np.uint8),
-            "q": _quantise(-top[keep]), "rest": _quantise(-np.log(np.clip(rest, 1e-30, None)))}
+    out = {"counts": keep.sum(1).astype(np.uint8), "ids": order[keep].astype(np.uint8),
+           "q": _quantise(-top[keep]), "rest": _quantise(-np.log(np.clip(rest, 1e-30, None)))}
+    if with_tail:
+        unkept = np.exp(lp)
+        unkept[np.arange(len(lp))[:, None], np.where(keep, order, order[:, :1])] = 0.0  # kept (and the best) out
+        tail = np.zeros((lp.shape[1], lp.shape[1]))
+        np.add.at(tail, order[:, 0], unkept)
+        out["tail"] = tail
+    return out
 
 
 def _dequantise(counts: np.ndarray, q: np.ndarray, rest: np.ndarray, vocab_size: int):
     """-> (kept log-probs (E,), left-over log-mass (T,)), renormalised so each frame sums to 1."""
+    return _normalise(counts, -q.astype(np.float64) * LOGP_STEP, -rest.astype(np.float64) * LOGP_STEP, vocab_size)
+
+
+def _normalise(counts: np.ndarray, lp: np.ndarray, rest_lp: np.ndarray, vocab_size: int):
+    """Kept log-probs (E,) and left-over log-mass (T,) as stored -> the same, each frame summing to 1."""
     n = counts.astype(np.int64)
     frame = np.repeat(np.arange(len(n)), n)
-    lp = -q.astype(np.float64) * LOGP_STEP
-    rest_p = np.where(n < vocab_size, np.exp(-rest.astype(np.float64) * LOGP_STEP), 0.0)
+    rest_p = np.where(n < vocab_size, np.exp(rest_lp), 0.0)
     total = rest_p.copy()
     np.add.at(total, frame, np.exp(lp))
     log_total = np.log(total)
@@ -65,12 +81,23 @@ def _dequantise(counts: np.ndarray, q: np.ndarray, rest: np.ndarray, vocab_size:
         return (lp - log_total[frame]).astype(np.float32), (np.log(rest_p) - log_total).astype(np.float32)
 
 
-def _rebuild(counts: np.ndarray, ids: np.ndarray, lp: np.ndarray, rest_lp: np.ndarray, vocab_size: int) -> np.ndarray:
+def _rebuild(counts: np.ndarray, ids: np.ndarray, lp: np.ndarray, rest_lp: np.ndarray, vocab_size: int,
+             prior: np.ndarray | None = None) -> np.ndarray:
+    """(T, V) log-probs: kept tokens as stored, the left-over mass spread over the others uniformly,
+    or (format 3) in proportion to `prior[best token of the frame]`."""
     n = counts.astype(np.int64)
     frame = np.repeat(np.arange(len(n)), n)
-    fill = (rest_lp - np.log(np.maximum(vocab_size - n, 1))).astype(np.float32)  # -inf when all kept
-    out = np.repeat(fill[:, None], vocab_size, axis=1)
-    out[frame, ids.astype(np.int64)] = lp
+    ids = ids.astype(np.int64)
+    if prior is None:
+        fill = (rest_lp - np.log(np.maximum(vocab_size - n, 1))).astype(np.float32)  # -inf when all kept
+        out = np.repeat(fill[:, None], vocab_size, axis=1)
+    else:
+        best = ids[np.cumsum(n) - n] if len(ids) else np.zeros(len(n), np.int64)
+        shape = prior[best] + 1e-30  # (T, V); kept tokens are overwritten below, so only unkept ones count
+        shape[frame, ids] = 0.0
+        with np.errstate(divide="ignore"):
+            out = (np.log(shape / shape.sum(1, keepdims=True)) + rest_lp[:, None]).astype(np.float32)
+    out[frame, ids] = lp
     return out
 
 
@@ -138,12 +165,28 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez_compressed(tmp, **arrays)
 
 
-def write_shard(out_dir: str | Path, shard: int, items: list[tuple[str, dict[str, np.ndarray]]]) -> Path:
-    """Write one shard of (utterance id, encoded) pairs atomically; returns its path."""
+def write_shard(out_dir: str | Path, shard: int, items: list[tuple[str, dict[str, np.ndarray]]],
+                fmt: int = 3) -> Path:
+    """Write one shard of (utterance id, encoded) pairs atomically; returns its path.
+
+    Format 3 (shardcodec, the default) needs each item's "tail" (encode_topk(with_tail=True)) for
+    its prior. Format 2 (`dq`, deflate) is kept for comparisons."""
+    from edgekd.atomic import atomic_path
+    from edgekd.shardcodec import pack
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"shard-{shard:05d}.npz"
-    _atomic_savez(path, pack_shard_arrays(items))
+    if fmt == 2:
+        _atomic_savez(path, pack_shard_arrays(items))
+        return path
+    if not items or any("tail" not in e for _, e in items):
+        raise ValueError("format 3 shards need every item encoded with encode_topk(..., with_tail=True)")
+    a = pack_shard_arrays(items, delta=False)
+    tail = sum(e["tail"] for _, e in items)
+    arrays = to_container({**pack_ids(a["utt_ids"], a["frames"]), **pack(a["counts"], a["ids"], a["q"], a["rest"], tail)})
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)  # stored: the streams are zstd-compressed already
     return path
 
 
@@ -152,12 +195,16 @@ def write_index(out_dir: str | Path, meta: dict[str, Any]) -> Path:
     out_dir = Path(out_dir)
     index: dict[str, list[int]] = {}
     frames_total, bytes_total = 0, 0
+    formats = []
     for p in sorted(out_dir.glob("shard-*.npz")):
         s = int(p.stem.split("-")[1])
         with np.load(p) as z:
             fo, eo = 0, 0
-            counts = z["counts"]
-            for uid, n in zip(z["utt_ids"], z["frames"]):
+            fmt = {k: v for k, v in shard_format(z).items() if k != "streams"}
+            formats += [fmt] if fmt not in formats else []
+            zz = from_container(z) if fmt["version"] == 3 else z
+            counts = unzstd(zz["counts"]) if fmt["version"] == 3 else z["counts"]
+            for uid, n in zip(*(unpack_ids(zz) if fmt["version"] == 3 else (z["utt_ids"], z["frames"]))):
                 n = int(n)
                 ne = int(counts[fo : fo + n].sum())
                 index[str(uid)] = [s, fo, eo, n]
@@ -165,12 +212,22 @@ def write_index(out_dir: str | Path, meta: dict[str, Any]) -> Path:
             frames_total += fo
         bytes_total += p.stat().st_size  # on disk, compressed, utterance ids and all
     meta = {**meta, "utterances": len(index), "frames": frames_total, "logp_step": LOGP_STEP,
+            "format": formats[0] if len(formats) == 1 else formats,  # what a reader must do with the shards
             "bytes_per_frame": round(bytes_total / max(frames_total, 1), 3)}
     from edgekd.atomic import atomic_write
 
     for name, obj in (("index.json", index), ("meta.json", meta)):
         atomic_write(out_dir / name, json.dumps(obj))
     return out_dir / "meta.json"
+
+
+def shard_format(z) -> dict:
+    """What an opened shard is: its own `format` entry (format 3 on), else told by its keys."""
+    if "format" in z:
+        return json.loads(str(z["format"]))
+    if "dq" in z:
+        return {"name": "edgekd-softtargets", "version": 2, "codec": "deflate", "q": "delta within frame"}
+    return {"name": "edgekd-softtargets", "version": 1 if "q" in z else 0, "codec": "deflate"}
 
 
 class SoftTargets:
@@ -198,15 +255,21 @@ class SoftTargets:
         if s not in self._cache:
             if len(self._cache) > 8:
                 self._cache.pop(next(iter(self._cache)))
+            prior = None
             with np.load(self.dir / f"shard-{s:05d}.npz") as z:
-                counts, ids = z["counts"], z["ids"]
-                if "dq" in z or "q" in z:
+                if shard_format(z)["version"] == 3:
+                    u = unpack(from_container(z), len(self.tokens))
+                    counts, ids, prior = u["counts"], u["ids"], u["prior"]
+                    lp, rest = _normalise(counts, u["logp"], u["rest"], len(self.tokens))
+                elif "dq" in z or "q" in z:
+                    counts, ids = z["counts"], z["ids"]
                     q = unpack_q(counts, z["dq"], True) if "dq" in z else z["q"]
                     lp, rest = _dequantise(counts, q, z["rest"], len(self.tokens))
                 else:  # edgekd 0.1 shards: float16 log-probs, left-over mass implied
+                    counts, ids = z["counts"], z["ids"]
                     lp = z["logp"].astype(np.float32)
                     rest = implied_rest(counts, lp, len(self.tokens))
-                self._cache[s] = {"counts": counts, "ids": ids, "logp": lp, "rest": rest}
+                self._cache[s] = {"counts": counts, "ids": ids, "logp": lp, "rest": rest, "prior": prior}
         return self._cache[s]
 
     def encoded(self, uid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -221,7 +284,7 @@ class SoftTargets:
 
     def get(self, uid: str) -> np.ndarray:
         """(T, V) float32 log-probs at temperature 1 (rebuilt)."""
-        return _rebuild(*self.encoded(uid), vocab_size=len(self.tokens))
+        return _rebuild(*self.encoded(uid), vocab_size=len(self.tokens), prior=self._shard(self.index[uid][0])["prior"])
 
     def get_topk(self, uid: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids (T, k) int64, logp (T, k) float32 padded with -inf, rest log-mass (T,))."""

@@ -71,7 +71,11 @@ def pseudolabel(
     k: Annotated[int, typer.Option(help="Max tokens kept per frame.")] = 8,
     review_fraction: Annotated[float, typer.Option(help="Lowest-confidence share routed to human review.")] = 0.1,
     threshold: Annotated[Optional[float], typer.Option(help="Route by confidence value instead of fraction.")] = None,
-    workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="Processes (local) or actors (ray; 0 = one per cluster CPU).")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads per worker (0 = cores // workers).")] = 0,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (RAY_ADDRESS joins a cluster).")] = "local",
+    teacher_runtime: Annotated[str, typer.Option(help="torch (fp32), onnx (onnxruntime fp32) or bf16; "
+                                                      "onnx/bf16 must pass a parity gate against torch first.")] = "torch",
     beam: Annotated[int, typer.Option(help="1-best by beam search of this width (0 = greedy).")] = 0,
     lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (`edgekd lm`).")] = None,
     plan: Annotated[bool, typer.Option(help="Print the expected cost (wall and core hours, disk) from a "
@@ -86,7 +90,8 @@ def pseudolabel(
     from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
 
     opts = options(PseudoLabelOptions, k=k, review_fraction=review_fraction, confidence_threshold=threshold,
-                                  workers=workers, beam=beam, lm=str(lm or ""))
+                                  workers=workers, threads=threads, engine=engine, teacher_runtime=teacher_runtime,
+                                  beam=beam, lm=str(lm or ""))
     if plan:
         import json
 

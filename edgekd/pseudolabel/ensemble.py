@@ -28,10 +28,10 @@ class Ensemble:
     to one, and one decoded waveform is fed to all of them.
     """
 
-    def __init__(self, specs: list[str], weights: list[float] | tuple[float, ...] = ()):
-        from edgekd.teachers import load_teacher
+    def __init__(self, specs: list[str], weights: list[float] | tuple[float, ...] = (), runtime: str = "torch"):
+        from edgekd.teachers.runtime import load_runtime_teacher
 
-        self.teachers = [load_teacher(s) for s in specs]
+        self.teachers = [load_runtime_teacher(str(s), runtime) for s in specs]
         if not self.teachers:
             raise EdgekdError("pseudolabel needs at least one teacher")
         t0 = self.teachers[0]
@@ -59,3 +59,33 @@ class Ensemble:
         probs = sum(w * o.logits[:, :t_min].float().softmax(-1) for w, o in zip(self.weights, outs))
         lens = torch.stack([torch.clamp(o.lengths, max=t_min) for o in outs]).min(0).values
         return torch.log(probs.clamp(min=1e-30)), lens
+
+
+def gate_runtime(specs: list[str], runtime: str, audio: list[str], sample_rate: int, seconds: float) -> dict:
+    """Admit a fast teacher runtime: each checkpoint's posteriors on the first `seconds` of `audio`
+    under `runtime` against torch fp32 (`teachers.runtime.GATE`); -> {spec: figures}, or raises
+    naming what broke the bound. Unreadable files are skipped here (the shards reject them)."""
+    from edgekd.audio import AudioError, load_audio
+    from edgekd.teachers import load_teacher
+    from edgekd.teachers.runtime import gate_failures, load_runtime_teacher, parity
+
+    waves, total = [], 0.0
+    for a in audio:
+        if total >= seconds:
+            break
+        try:
+            waves.append(load_audio(a, sample_rate))
+        except AudioError:
+            continue
+        total += len(waves[-1]) / sample_rate
+    out = {}
+    for s in specs:
+        if str(s).startswith(("onnx:", "hf:")):
+            continue  # run as given: there is no fp32 PyTorch original to compare with
+        fig = parity(load_teacher(s), load_runtime_teacher(str(s), runtime), waves)
+        bad = gate_failures(fig)
+        if bad:
+            raise EdgekdError(f"teacher {s}: runtime {runtime!r} is off PyTorch fp32 on {fig['utterances']} "
+                              f"utterances ({'; '.join(bad)}); use teacher_runtime 'torch'")
+        out[str(s)] = {k: round(v, 9) if isinstance(v, float) else v for k, v in fig.items()}
+    return out

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
-from edgekd.pseudolabel.options import SHARD_OPTIONS, PseudoLabelOptions
+from edgekd.pseudolabel.options import SHARD_LAYOUT, SHARD_OPTIONS, PseudoLabelOptions
 
 
 def fingerprint(opts: PseudoLabelOptions, manifest, teachers, weights) -> dict:
@@ -19,7 +19,7 @@ def fingerprint(opts: PseudoLabelOptions, manifest, teachers, weights) -> dict:
     return {"manifest_sha256": sha256_file(manifest), "teachers": [digest(t) for t in teachers],
             "weights": [float(w) for w in weights],
             "options": {k: getattr(opts, k) for k in SHARD_OPTIONS},
-            "lm_sha256": sha256_file(opts.lm) if opts.lm else ""}
+            "lm_sha256": sha256_file(opts.lm) if opts.lm else "", "layout": SHARD_LAYOUT}
 
 
 def _differences(old, new: dict) -> str:

@@ -29,6 +29,7 @@ import torch
 
 from edgekd.audio import FeaturizerConfig
 from edgekd.errors import EdgekdError
+from edgekd.models.conformer import ConformerDims
 from edgekd.teachers.base import TeacherOutput
 from edgekd.tokens import BLANK, read_tokens_txt
 
@@ -83,6 +84,9 @@ class OnnxCTCTeacher:
         self.outputs = [o.name for o in self.sess.get_outputs()][:2]
         self.waveform_input = meta.get("input") == "waveform"
         self.featurizer = self._featurizer(meta)
+        # edgekd's own graphs say how short an input may be (subsampling convs need a few frames);
+        # shorter clips are padded as the PyTorch teacher pads them
+        self.min_frames = ConformerDims.from_dict(json.loads(meta["dims"])).min_frames if "dims" in meta else 1
         self.sample_rate = self.featurizer.sample_rate
         if "frame_rate" in meta:
             self.frame_rate = float(meta["frame_rate"])
@@ -125,7 +129,10 @@ class OnnxCTCTeacher:
             feats, flens = featurize(waves, self.featurizer)
             if self.model_type == "wenet_ctc":  # samples x s add 2 ln s to every log-energy (the same
                 feats = feats + 2 * math.log(INT16_SCALE)  # except below the log floor: digital silence)
-            x, lens = feats.numpy().astype(np.float32), flens.numpy().astype(np.int64)
+            if feats.shape[1] < self.min_frames:
+                feats = torch.nn.functional.pad(feats, (0, 0, 0, self.min_frames - feats.shape[1]))
+            x = feats.numpy().astype(np.float32)
+            lens = torch.clamp(flens, min=self.min_frames).numpy().astype(np.int64)
         lp, out_lens = self.sess.run(self.outputs, {self.inputs[0]: x, self.inputs[1]: lens})
         logits = torch.from_numpy(np.ascontiguousarray(lp[..., self.order])).float()
         out_lens = torch.from_numpy(np.asarray(out_lens)).long()
