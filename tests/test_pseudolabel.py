@@ -137,3 +137,34 @@ def test_beam_lm_labels_use_lm_words_and_leave_soft_targets_alone(data, teacher,
     assert labels and all(set(l["text"].split()) <= vocab for l in labels)  # lexicon-constrained
     for p in sorted(greedy_dir.glob("shard-*.npz")):
         assert p.read_bytes() == (lm_dir / p.name).read_bytes()
+
+
+def test_onnx_teacher_runtime_passes_the_parity_gate_and_labels_like_torch(data, teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for rt in ("torch", "onnx"):
+        opts = PseudoLabelOptions(workers=1, teacher_runtime=rt, parity_seconds=5.0)
+        runs[rt] = json.loads(run_pseudolabel(opts, data / "unlabeled.jsonl", [teacher], tmp_path / rt,
+                                              progress=False).read_text())
+    par = runs["onnx"]["metrics"]["runtime_parity"]
+    fig = next(iter(par.values()))
+    assert fig["kl_per_frame"] < 1e-6 and fig["argmax_agree"] == 1.0 and fig["utterances"] >= 1
+    assert list((tmp_path / "cache" / "teachers").glob("*/model.onnx"))  # exported once, cached by sha256
+    a, b = SoftTargets(tmp_path / "torch"), SoftTargets(tmp_path / "onnx")
+    labels = {rt: [json.loads(l) for l in (tmp_path / rt / "labels.jsonl").read_text().splitlines()] for rt in runs}
+    assert [l["text"] for l in labels["torch"]] == [l["text"] for l in labels["onnx"]]
+    for l in labels["torch"][:5]:
+        assert (a.get(l["id"]).argmax(-1) == b.get(l["id"]).argmax(-1)).all()
+
+
+def test_a_runtime_that_fails_the_gate_is_refused_before_any_shard(data, teacher, tmp_path, monkeypatch):
+    from edgekd.teachers import runtime
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(runtime.GATE, "argmax_agree", 1.01)  # a bound no runtime can meet
+    opts = PseudoLabelOptions(workers=1, teacher_runtime="onnx", parity_seconds=3.0)
+    with pytest.raises(EdgekdError, match=r"use teacher_runtime 'torch'"):
+        run_pseudolabel(opts, data / "unlabeled.jsonl", [teacher], tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").glob("shard-*"))
+    assert runtime.gate_failures({"kl_per_frame": 2e-3, "argmax_agree": 0.995}) == \
+        ["KL per frame 2.00e-03 > 0.001", "best token agrees on 99.50 % of frames < 101 %"]
