@@ -40,15 +40,15 @@ def variant_onnx(v: Variant, root: Path) -> Path:
     return d / ("model.onnx" if v.precision == "fp32" else f"model.{v.precision}.onnx")
 
 
-def build_variant(v: Variant, checkpoint: Path, root: Path, *, soft_targets, dev, test, finetune_steps: int) -> float:
-    """Build `v` from the fully trained `checkpoint` under `root`; returns its test WER (cached)."""
+def build_variant(v: Variant, checkpoint: Path, root: Path, *, soft_targets, dev, test, finetune_steps: int) -> dict:
+    """Build `v` from the fully trained `checkpoint` under `root`; returns its test {wer, cer} (cached)."""
     from edgekd.evaluate import run_eval
     from edgekd.export.quantize import calibration_features, quantize
     from edgekd.models import load_checkpoint
 
     res = root / f"{v.name}.wer.json"
     if res.exists():
-        return json.loads(res.read_text())["wer"]
+        return json.loads(res.read_text())
     fp32 = _base(v, checkpoint, root, soft_targets, dev, finetune_steps)
     path = variant_onnx(v, root)
     if not path.exists():
@@ -59,7 +59,7 @@ def build_variant(v: Variant, checkpoint: Path, root: Path, *, soft_targets, dev
         quantize(fp32, path, v.precision, calibration=cal)
     m = run_eval(f"onnx:{path}", test, root / f"{v.name}.eval", progress=False)
     atomic_write(res, json.dumps({"wer": m["wer"], "cer": m.get("cer"), "onnx": str(path)}))
-    return m["wer"]
+    return json.loads(res.read_text())
 
 
 def measure_host(device, onnx: Path, threads: int | None, seconds: float) -> dict[str, float]:

@@ -147,15 +147,16 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
     # 4. build and score each variant under budget of the fully trained
     from edgekd.fit.build import build_variant, measure_host
 
-    wer: dict[str, float] = {}
+    scores: dict[str, dict] = {}
     for n in chosen:
         for v in variants(by_name[n], opts.precisions, opts.prune_ratios):
             if any(r["fits"] for r in rows if r["variant"] == v.name):
-                wer[v.name] = build_variant(v, out / "train" / f"{n}-full" / "model.safetensors", out / "variants",
+                scores[v.name] = build_variant(v, out / "train" / f"{n}-full" / "model.safetensors", out / "variants",
                                             soft_targets=soft_targets, dev=dev_manifest, test=test_manifest,
                                             finetune_steps=opts.proxy_steps)
     for r in rows:
-        r["wer"] = wer.get(r["variant"])
+        r["wer"] = scores.get(r["variant"], {}).get("wer")
+        r["cer"] = scores.get(r["variant"], {}).get("cer")
 
 
     return write_results(out, opts, budgets, rows, proxy, full, chosen, measure_host if opts.measure else None,
