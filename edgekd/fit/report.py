@@ -54,7 +54,7 @@ def _plot(rows: list[dict], front: list[dict], winner: dict | None, b: Budget, p
         ax.scatter([winner["rtf"]], [winner["wer"] * 100], marker="*", s=220, c="gold", edgecolors="k", label="winner")
     if b.rtf:
         ax.axvline(b.rtf, color="r", lw=1, label=f"RTF budget {b.rtf}")
-    ax.set_xlabel(f"estimated RTF on {b.device} ({b.threads or 'default'} threads)")
+    ax.set_xlabel(f"estimated RTF on {b.device} (threads: {b.threads or 'device default'})")
     ax.set_ylabel("test WER % (onnxruntime)")
     ax.set_title(f"fit: {b.device}")
     ax.legend(fontsize=7)
