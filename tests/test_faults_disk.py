@@ -97,7 +97,8 @@ def _writers(tmp_path: Path, good_ckpt_path: Path):
         "manifest": (tmp_path / "w/m.jsonl", lambda t: write_manifest(t, [utt])),
         "stage_manifest": (tmp_path / "w/manifest.json", lambda t: StageManifest("s", {}).save(t.parent)),
         "checkpoint": (tmp_path / "w/c.safetensors", lambda t: ck.save(t)),
-        "shard": (tmp_path / "w/shard-00000.npz", lambda t: write_shard(t.parent, 0, [("a", encode_topk(lp))])),
+        "shard": (tmp_path / "w/shard-00000.npz",
+                  lambda t: write_shard(t.parent, 0, [("a", encode_topk(lp, with_tail=True))])),
         "quarantine": (tmp_path / "w/rejected.jsonl", lambda t: Quarantine(t, "x").add("a", "a.wav", "bad")),
         "feature_cache": (tmp_path / "w/cache", lambda t: cache_features([utt], FeaturizerConfig(), t, progress=False)),
     }
