@@ -49,6 +49,10 @@ class FeaturizerConfig:
     preemphasis: float = 0.97  # applied inside each frame, Kaldi style; 0 disables
     window: str = "povey"  # povey | hann | hamming, as kaldi-native-fbank defines them
     remove_dc_offset: bool = True  # subtract each frame's mean before pre-emphasis
+    # "kaldi": HTK-mel triangles, not area-normalised (kaldi-native-fbank's default); "librosa":
+    # slaney mel scale and slaney area normalisation (kaldi-native-fbank's is_librosa), what
+    # sherpa-onnx computes for NeMo models: see NEMO_FEATURES
+    mel: str = "kaldi"
 
     def __post_init__(self):
         self._verify()
@@ -62,13 +66,18 @@ class FeaturizerConfig:
             raise ValueError("hop_length and n_mels must be positive")
         if self.window not in ("povey", "hann", "hamming"):
             raise ValueError(f"window must be povey, hann or hamming, got {self.window!r}")
+        if self.mel not in ("kaldi", "librosa"):
+            raise ValueError(f"mel must be kaldi or librosa, got {self.mel!r}")
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.mel == "kaldi":  # the featurizer every model had before `mel` existed: same metadata
+            del d["mel"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeaturizerConfig":
@@ -80,6 +89,13 @@ class FeaturizerConfig:
     def num_frames(self, num_samples: int) -> int:
         """Frames `Featurizer` yields for `num_samples` samples (Kaldi snip_edges=false)."""
         return max(0, (num_samples + self.hop_length // 2) // self.hop_length)
+
+
+# What sherpa-onnx 2.0.1's OnlineRecognizer.from_nemo_ctc computes (measured through its own
+# recognizer with a probe model that echoes its input, tests/test_streaming.py keeps it honest):
+# periodic hann, no DC removal, 0.97 pre-emphasis, librosa (slaney) mel over 0-8000 Hz, no dither,
+# no normalisation. Not FeatureExtractorConfig's kaldi defaults: its NeMo path overrides them.
+NEMO_FEATURES = FeaturizerConfig(window="hann", remove_dc_offset=False, f_min=0.0, f_max=8000.0, mel="librosa")
 
 
 def _kaldi_window(kind: str, n: int) -> torch.Tensor:
@@ -113,6 +129,26 @@ def _kaldi_mel(cfg: FeaturizerConfig) -> np.ndarray:
     return out
 
 
+def _librosa_mel(cfg: FeaturizerConfig) -> np.ndarray:
+    """(n_fft//2 + 1, n_mels) slaney-scale, slaney-normalised filters (librosa.filters.mel's defaults)."""
+    def mel(f):
+        f = np.asarray(f, dtype=np.float64)
+        lin = f / (200.0 / 3)
+        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+        return np.where(f >= 1000.0, log_part, lin)
+
+    def hz(m):
+        m = np.asarray(m, dtype=np.float64)
+        return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * (200.0 / 3))
+
+    freqs = np.arange(cfg.n_fft // 2 + 1) * cfg.sample_rate / cfg.n_fft
+    edges = hz(np.linspace(mel(cfg.f_min), mel(cfg.f_max), cfg.n_mels + 2))
+    lower = (freqs[None, :] - edges[:-2, None]) / np.diff(edges)[:-1, None]
+    upper = (edges[2:, None] - freqs[None, :]) / np.diff(edges)[1:, None]
+    w = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return w.T
+
+
 class Featurizer(torch.nn.Module):
     """Waveform (B, N) float32 in [-1, 1] + lengths (B,) -> log-mel (B, T, n_mels), lengths (B,).
 
@@ -135,7 +171,7 @@ class Featurizer(torch.nn.Module):
         # (win_length, 2*n_bins): windowed real and imaginary DFT basis
         basis = torch.cat([torch.cos(ang), -torch.sin(ang)], 0) * window[None, :]
         self.register_buffer("dft", basis.T.float().contiguous(), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(_kaldi_mel(cfg).astype(np.float32)), persistent=False)
+        self.register_buffer("mel", torch.from_numpy((_librosa_mel(cfg) if cfg.mel == "librosa" else _kaldi_mel(cfg)).astype(np.float32)), persistent=False)
         self.register_buffer("offsets", torch.arange(cfg.win_length, dtype=torch.int64), persistent=False)
         self.n_bins = n_bins
 
