@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edgekd.errors import AudioError
+from edgekd.filterbank import kaldi_window, mel_filters
 
 SAMPLE_RATE = 16000
 MIN_DURATION = 0.1  # s; shorter is not speech for a CTC model with x4 subsampling
@@ -98,57 +99,6 @@ class FeaturizerConfig:
 NEMO_FEATURES = FeaturizerConfig(window="hann", remove_dc_offset=False, f_min=0.0, f_max=8000.0, mel="librosa")
 
 
-def _kaldi_window(kind: str, n: int) -> torch.Tensor:
-    # kaldi-native-fbank: "hann" is periodic (torch.hann_window's default), the others symmetric
-    a = 2 * math.pi / (n if kind == "hann" else n - 1)
-    i = torch.arange(n, dtype=torch.float64)
-    if kind == "hamming":
-        return 0.54 - 0.46 * torch.cos(a * i)
-    w = 0.5 - 0.5 * torch.cos(a * i)
-    return w**0.85 if kind == "povey" else w
-
-
-def _kaldi_mel(cfg: FeaturizerConfig) -> np.ndarray:
-    """(n_fft//2 + 1, n_mels) triangular HTK-mel filters as Kaldi's MelBanks builds them
-    (the Nyquist bin gets no weight, filters are not area-normalised)."""
-    def mel(f):
-        return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-    n_bins = cfg.n_fft // 2
-    freqs = np.arange(n_bins) * cfg.sample_rate / cfg.n_fft
-    m = mel(freqs)
-    lo, hi = mel(cfg.f_min), mel(cfg.f_max)
-    delta = (hi - lo) / (cfg.n_mels + 1)
-    out = np.zeros((n_bins + 1, cfg.n_mels), np.float64)
-    for b in range(cfg.n_mels):
-        left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
-        up = (m > left) & (m <= center)
-        down = (m > center) & (m < right)
-        out[:n_bins][up, b] = (m[up] - left) / (center - left)
-        out[:n_bins][down, b] = (right - m[down]) / (right - center)
-    return out
-
-
-def _librosa_mel(cfg: FeaturizerConfig) -> np.ndarray:
-    """(n_fft//2 + 1, n_mels) slaney-scale, slaney-normalised filters (librosa.filters.mel's defaults)."""
-    def mel(f):
-        f = np.asarray(f, dtype=np.float64)
-        lin = f / (200.0 / 3)
-        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-        return np.where(f >= 1000.0, log_part, lin)
-
-    def hz(m):
-        m = np.asarray(m, dtype=np.float64)
-        return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * (200.0 / 3))
-
-    freqs = np.arange(cfg.n_fft // 2 + 1) * cfg.sample_rate / cfg.n_fft
-    edges = hz(np.linspace(mel(cfg.f_min), mel(cfg.f_max), cfg.n_mels + 2))
-    lower = (freqs[None, :] - edges[:-2, None]) / np.diff(edges)[:-1, None]
-    upper = (edges[2:, None] - freqs[None, :]) / np.diff(edges)[1:, None]
-    w = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return w.T
-
-
 class Featurizer(torch.nn.Module):
     """Waveform (B, N) float32 in [-1, 1] + lengths (B,) -> log-mel (B, T, n_mels), lengths (B,).
 
@@ -167,11 +117,11 @@ class Featurizer(torch.nn.Module):
         k = torch.arange(n_bins, dtype=torch.float64)[:, None]
         n = torch.arange(cfg.win_length, dtype=torch.float64)[None, :]
         ang = 2 * math.pi * k * n / cfg.n_fft
-        window = _kaldi_window(cfg.window, cfg.win_length)
+        window = kaldi_window(cfg.window, cfg.win_length)
         # (win_length, 2*n_bins): windowed real and imaginary DFT basis
         basis = torch.cat([torch.cos(ang), -torch.sin(ang)], 0) * window[None, :]
         self.register_buffer("dft", basis.T.float().contiguous(), persistent=False)
-        self.register_buffer("mel", torch.from_numpy((_librosa_mel(cfg) if cfg.mel == "librosa" else _kaldi_mel(cfg)).astype(np.float32)), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filters(cfg).astype(np.float32)), persistent=False)
         self.register_buffer("offsets", torch.arange(cfg.win_length, dtype=torch.int64), persistent=False)
         self.n_bins = n_bins
 

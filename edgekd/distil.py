@@ -175,7 +175,9 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
     dev_eval = dev_eval_fn(dev, tokenizer, opts.max_dev_utts)
     if opts.streaming and dev_eval is not None:  # score the streaming student as it will stream
         plain, eval_chunk = dev_eval, opts.streaming.eval_chunk
-        dev_eval = lambda m: plain(lambda x, lens: m(x, lens, eval_chunk))  # noqa: E731
+
+        def dev_eval(m):
+            return plain(lambda x, lens: m(x, lens, eval_chunk))
     res = train_loop(model, loss_fn, sampler, opts.loop, out, save, dev_eval,
                      lambda idx: seconds(train, idx, featurizer.frame_rate))
     if rank != 0:

@@ -118,10 +118,13 @@ def package(tmp_path_factory):
 
 
 def test_onnx_streaming_equals_pytorch_chunk_by_chunk(package):
-    from edgekd.export.streaming import OnnxStream, TAIL_PADDING_S
+    from edgekd.export.streaming import TAIL_PADDING_S, OnnxStream
 
     ck, pkg = package
     stream = OnnxStream(pkg / "model.onnx")
+    meta = stream.meta  # sherpa reads these; NeMo counts the vocabulary without the blank
+    assert int(meta["vocab_size"]) == len(ck.tokens) - 1 and (pkg / "tokens.txt").read_text().startswith("<blk> 0\n")
+    assert (int(meta["window_size"]), int(meta["chunk_shift"])) == (window_frames(ck.dims, 4), shift_frames(ck.dims, 4))
     for w in _waves():
         w = np.concatenate([w, np.zeros(int(TAIL_PADDING_S * 16000), np.float32)])
         f, n = featurize([w], ck.featurizer)
@@ -145,8 +148,8 @@ def test_export_refuses_an_offline_model_or_other_features(tmp_path, tiny_model)
 def test_sherpa_onnx_online_gives_edgekds_streaming_transcript(package):
     import sherpa_onnx  # a declared dependency
 
-    from edgekd.export.streaming import TAIL_PADDING_S
     from edgekd.export.runtime import normalize
+    from edgekd.export.streaming import TAIL_PADDING_S
 
     ck, pkg = package
     tok = Tokenizer(ck.tokens)

@@ -34,7 +34,12 @@ from edgekd.audio import NEMO_FEATURES
 from edgekd.errors import EdgekdError
 from edgekd.export.onnx import OPSET, metadata_for
 from edgekd.models import Checkpoint
-from edgekd.models.streaming import StreamingStep, cache_shapes, shift_frames, window_frames
+from edgekd.models.streaming import (
+    StreamingStep,
+    cache_shapes,
+    shift_frames,
+    window_frames,
+)
 from edgekd.tokens import Tokenizer
 
 CONTRACT = "nemo-cache-aware-ctc"
@@ -180,3 +185,18 @@ class OnnxStream:
             done += self.shift
         return np.concatenate(out) if out else np.zeros((0, int(self.meta["vocab_size"]) + 1), np.float32)
 
+
+
+def with_tail(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """`wave` + TAIL_PADDING_S of silence: what a client sends before `input_finished()`."""
+    return np.concatenate([wave, np.zeros(int(TAIL_PADDING_S * sample_rate), np.float32)])
+
+
+def stream_text(ck: Checkpoint, wave: np.ndarray, chunk: int) -> str:
+    """edgekd's own streaming greedy transcript: the PyTorch chunk loop over the tail-padded audio."""
+    from edgekd.audio import featurize
+    from edgekd.models.streaming import stream_log_probs
+
+    f, n = featurize([with_tail(wave, ck.featurizer.sample_rate)], ck.featurizer)
+    lp = stream_log_probs(ck.model, f[0, : int(n[0])], chunk)
+    return Tokenizer(ck.tokens).ctc_collapse(lp.argmax(-1).tolist())
