@@ -32,7 +32,7 @@ import torch
 
 from edgekd.audio import NEMO_FEATURES
 from edgekd.errors import EdgekdError
-from edgekd.export.onnx import OPSET, metadata_for
+from edgekd.export.onnx import OPSET, metadata_for, save_exported
 from edgekd.models import Checkpoint
 from edgekd.models.streaming import (
     StreamingStep,
@@ -119,16 +119,7 @@ def export_streaming_onnx(ck: Checkpoint, path: str | Path, chunk: int, *, write
     got = tuple(i.name for i in m.graph.input)
     if got != INPUTS:  # sherpa binds inputs by position: a dropped or reordered input is a broken file
         raise EdgekdError(f"streaming export produced inputs {got}, the NeMo contract needs {INPUTS}")
-    for node in m.graph.node:
-        del node.metadata_props[:]
-    onnx.helper.set_model_props(m, streaming_metadata(ck, chunk))
-    onnx.checker.check_model(m)
-    out_tmp = path.with_name(path.name + ".tmp")
-    onnx.save(m, str(out_tmp))
-    out_tmp.replace(path)
-    if write_tokens:
-        (path.parent / "tokens.txt").write_text(Tokenizer(ck.tokens).tokens_txt())
-    return path
+    return save_exported(m, path, streaming_metadata(ck, chunk), ck.tokens if write_tokens else None)
 
 
 def write_streaming_package(ck: Checkpoint, out: str | Path, chunk: int, *, int8: bool = True) -> Path:
