@@ -37,7 +37,10 @@ def distil(
 ):
     """Train a student conformer on a teacher's soft targets (rerun the same command to resume).
 
-    Usage: edgekd distil --pseudolabels runs/pl --out runs/student --preset student-xs --loss kd+ctc --dev data/corpus/target/dev.jsonl [--streaming --target-delay 2]
+    `--streaming` trains a streaming student (dynamic chunks) that `edgekd.export.streaming` exports
+    for sherpa-onnx's online recognizer; `--init` may name an offline student to start from.
+
+    Usage: edgekd distil --pseudolabels runs/pl --out runs/student --preset student-xs --loss kd+ctc --dev data/corpus/target/dev.jsonl
     """
     from edgekd.distil import DistilOptions, run_distil
     from edgekd.train.chunks import ChunkTraining
