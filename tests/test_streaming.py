@@ -173,3 +173,21 @@ def test_sherpa_onnx_online_gives_edgekds_streaming_transcript(package):
                 assert got == ours and len(set(ours)) >= 3, (got, ours)
             else:  # int8 loads and decodes in sherpa's runtime (its text is judged by WER elsewhere)
                 assert isinstance(got, str)
+
+
+@pytest.mark.slow  # litert-torch's conversion takes ~1-3 min on 2 shared cores
+def test_litert_streaming_equals_pytorch_chunk_by_chunk(package, tmp_path):
+    from edgekd.export.litert import have_litert_torch
+
+    if not have_litert_torch():
+        pytest.skip("litert-torch not installed (pip install 'edgekd[tflite]')")
+    from edgekd.export.litert_streaming import TfliteStream, export_streaming_tflite
+    from edgekd.export.streaming import with_tail
+
+    ck, _ = package
+    stream = TfliteStream(export_streaming_tflite(ck, tmp_path / "m.tflite", 4))
+    f, n = featurize([with_tail(_waves()[1], 16000)], ck.featurizer)
+    feats = f[0, : int(n[0])]
+    ref = stream_log_probs(ck.model, feats, 4).numpy()
+    got = stream.log_probs(feats.numpy())
+    assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4
