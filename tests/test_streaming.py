@@ -175,7 +175,7 @@ def test_sherpa_onnx_online_gives_edgekds_streaming_transcript(package):
                 assert isinstance(got, str)
 
 
-@pytest.mark.slow  # litert-torch's conversion takes ~1-3 min on 2 shared cores
+@pytest.mark.slow  # litert-torch converts in 13 s on a quiet box, ~3 min on a busy one
 def test_litert_streaming_equals_pytorch_chunk_by_chunk(package, tmp_path):
     from edgekd.export.litert import have_litert_torch
 
