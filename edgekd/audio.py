@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edgekd.errors import AudioError
+from edgekd.filterbank import kaldi_window, mel_filters
 
 SAMPLE_RATE = 16000
 MIN_DURATION = 0.1  # s; shorter is not speech for a CTC model with x4 subsampling
@@ -49,6 +50,10 @@ class FeaturizerConfig:
     preemphasis: float = 0.97  # applied inside each frame, Kaldi style; 0 disables
     window: str = "povey"  # povey | hann | hamming, as kaldi-native-fbank defines them
     remove_dc_offset: bool = True  # subtract each frame's mean before pre-emphasis
+    # "kaldi": HTK-mel triangles, not area-normalised (kaldi-native-fbank's default); "librosa":
+    # slaney mel scale and slaney area normalisation (kaldi-native-fbank's is_librosa), what
+    # sherpa-onnx computes for NeMo models: see NEMO_FEATURES
+    mel: str = "kaldi"
 
     def __post_init__(self):
         self._verify()
@@ -62,13 +67,18 @@ class FeaturizerConfig:
             raise ValueError("hop_length and n_mels must be positive")
         if self.window not in ("povey", "hann", "hamming"):
             raise ValueError(f"window must be povey, hann or hamming, got {self.window!r}")
+        if self.mel not in ("kaldi", "librosa"):
+            raise ValueError(f"mel must be kaldi or librosa, got {self.mel!r}")
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.mel == "kaldi":  # the featurizer every model had before `mel` existed: same metadata
+            del d["mel"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeaturizerConfig":
@@ -82,35 +92,11 @@ class FeaturizerConfig:
         return max(0, (num_samples + self.hop_length // 2) // self.hop_length)
 
 
-def _kaldi_window(kind: str, n: int) -> torch.Tensor:
-    # kaldi-native-fbank: "hann" is periodic (torch.hann_window's default), the others symmetric
-    a = 2 * math.pi / (n if kind == "hann" else n - 1)
-    i = torch.arange(n, dtype=torch.float64)
-    if kind == "hamming":
-        return 0.54 - 0.46 * torch.cos(a * i)
-    w = 0.5 - 0.5 * torch.cos(a * i)
-    return w**0.85 if kind == "povey" else w
-
-
-def _kaldi_mel(cfg: FeaturizerConfig) -> np.ndarray:
-    """(n_fft//2 + 1, n_mels) triangular HTK-mel filters as Kaldi's MelBanks builds them
-    (the Nyquist bin gets no weight, filters are not area-normalised)."""
-    def mel(f):
-        return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-    n_bins = cfg.n_fft // 2
-    freqs = np.arange(n_bins) * cfg.sample_rate / cfg.n_fft
-    m = mel(freqs)
-    lo, hi = mel(cfg.f_min), mel(cfg.f_max)
-    delta = (hi - lo) / (cfg.n_mels + 1)
-    out = np.zeros((n_bins + 1, cfg.n_mels), np.float64)
-    for b in range(cfg.n_mels):
-        left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
-        up = (m > left) & (m <= center)
-        down = (m > center) & (m < right)
-        out[:n_bins][up, b] = (m[up] - left) / (center - left)
-        out[:n_bins][down, b] = (right - m[down]) / (right - center)
-    return out
+# What sherpa-onnx 2.0.1's OnlineRecognizer.from_nemo_ctc computes (measured through its own
+# recognizer with a probe model that echoes its input, tests/test_streaming.py keeps it honest):
+# periodic hann, no DC removal, 0.97 pre-emphasis, librosa (slaney) mel over 0-8000 Hz, no dither,
+# no normalisation. Not FeatureExtractorConfig's kaldi defaults: its NeMo path overrides them.
+NEMO_FEATURES = FeaturizerConfig(window="hann", remove_dc_offset=False, f_min=0.0, f_max=8000.0, mel="librosa")
 
 
 class Featurizer(torch.nn.Module):
@@ -131,11 +117,11 @@ class Featurizer(torch.nn.Module):
         k = torch.arange(n_bins, dtype=torch.float64)[:, None]
         n = torch.arange(cfg.win_length, dtype=torch.float64)[None, :]
         ang = 2 * math.pi * k * n / cfg.n_fft
-        window = _kaldi_window(cfg.window, cfg.win_length)
+        window = kaldi_window(cfg.window, cfg.win_length)
         # (win_length, 2*n_bins): windowed real and imaginary DFT basis
         basis = torch.cat([torch.cos(ang), -torch.sin(ang)], 0) * window[None, :]
         self.register_buffer("dft", basis.T.float().contiguous(), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(_kaldi_mel(cfg).astype(np.float32)), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filters(cfg).astype(np.float32)), persistent=False)
         self.register_buffer("offsets", torch.arange(cfg.win_length, dtype=torch.int64), persistent=False)
         self.n_bins = n_bins
 

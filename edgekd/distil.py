@@ -7,7 +7,9 @@ Losses (weights in `DistilOptions`):
   teacher's 1-best (sequence-level KD);
 - `annealing`: Annealing-KD — phase 1 regresses student logits on teacher logits × T/τmax with
   T stepping 1→τmax; phase 2 trains on hard labels (CTC) only.
-Student and teacher must share the token set (checked, with the difference named). The
+Student and teacher must share the token set (checked, with the difference named).
+`streaming` (ChunkTraining) trains a streaming student with dynamic chunks on NEMO_FEATURES (the
+fbank sherpa-onnx computes online for it), optionally from an offline `init`. The
 training machinery (resume, progress, checkpoints, dev WER, DDP) is `edgekd.train.loop`.
 """
 
@@ -21,7 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from edgekd.audio import FeaturizerConfig
+from edgekd.audio import NEMO_FEATURES, FeaturizerConfig
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.kd_losses import align_frames, annealing_mse, annealing_temperature, kd_loss
@@ -32,6 +34,7 @@ from edgekd.records import read_pseudolabels
 from edgekd.softtargets import SoftTargets
 from edgekd.tokens import Tokenizer
 from edgekd.train import dev_eval_fn, finish_run, load_features, save_fn_for
+from edgekd.train.chunks import ChunkTraining, delay_targets, to_streaming
 from edgekd.train.data import BucketBatchSampler, collate, seconds, spec_augment
 from edgekd.train.loop import LoopOptions, dist_info, train_loop
 
@@ -53,6 +56,7 @@ class DistilOptions:
     max_frames: int = 12000  # padded feature frames per batch
     spec_augment: bool = True
     max_dev_utts: int = 300
+    streaming: Optional[ChunkTraining] = None  # train a streaming student (dynamic chunks); None = offline
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -88,12 +92,21 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
     rank, world = dist_info()
     st = SoftTargets(soft_targets)
     tokenizer = Tokenizer(st.tokens)
+    if opts.streaming and featurizer != NEMO_FEATURES:
+        if featurizer != FeaturizerConfig():
+            raise EdgekdError("a streaming student is trained on NEMO_FEATURES (what sherpa-onnx computes for it); "
+                              f"got a custom featurizer {featurizer.to_dict()}")
+        featurizer = NEMO_FEATURES
     init = None
     if opts.init:
         from edgekd.models import load_checkpoint
 
-        init = load_checkpoint(opts.init, featurizer=featurizer, tokens=st.tokens)
+        # an offline student (kaldi fbank) may start a streaming one: its input statistics are
+        # re-estimated on the new features below, the rest is fine-tuned
+        init = load_checkpoint(opts.init, featurizer=None if opts.streaming else featurizer, tokens=st.tokens)
     dims = init.dims if init else load_preset(opts.preset, vocab_size=len(st.tokens), n_mels=featurizer.n_mels)
+    if opts.streaming:
+        dims = opts.streaming.streaming_dims(dims)
     utts = _training_set(st, Path(soft_targets) / "labels.jsonl", Path(human_labels) if human_labels else None,
                          opts.include_review)
     if opts.loss == "ctc":  # hard labels only: utterances without text teach nothing
@@ -104,11 +117,12 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
                                   progress=rank == 0 and opts.loop.progress)
     student_rate = featurizer.frame_rate / dims.subsampling
     torch.manual_seed(opts.loop.seed)
-    if init is not None:
-        model = init.model.train()  # keeps its own input statistics
+    if init is not None and init.featurizer == featurizer:
+        model = (to_streaming(init.model, opts.streaming) if opts.streaming else init.model).train()  # own stats
     else:
-        model = ConformerCTC(dims)
+        model = to_streaming(init.model, opts.streaming) if init is not None else ConformerCTC(dims)
         model.set_input_stats(*train.stats())
+        model.train()
     texts = {u.id: u.text for u in utts}
     targets = [tokenizer.encode(texts.get(i) or "") for i in train.ids]
     has_text = np.array([bool(texts.get(i)) for i in train.ids])
@@ -120,13 +134,14 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
         out_t = torch.full((len(idx), t_max, len(st.tokens)), -float(np.log(len(st.tokens))))
         for j, r in enumerate(rows):
             out_t[j, : r.shape[0]] = r
-        return out_t
+        return delay_targets(out_t, opts.streaming.target_delay) if opts.streaming else out_t
 
     def loss_fn(net, idx, step, gen):
         x, lens = collate(train, idx)
         if opts.spec_augment:
             x = spec_augment(x, lens, gen)
-        logits, olens = net(x, lens)
+        chunk = opts.streaming.sample(gen) if opts.streaming else None
+        logits, olens = net(x, lens, chunk)
         logs: dict[str, float] = {}
         total = logits.new_zeros(())
         anneal_t = annealing_temperature(step, phase1, opts.tau_max) if opts.loss == "annealing" else None
@@ -157,7 +172,13 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
     save = save_fn_for(featurizer, tokenizer.tokens, init.preset if init else opts.preset, "student", cfg,
                        init.extra if init else None)
     t0 = time.time()
-    res = train_loop(model, loss_fn, sampler, opts.loop, out, save, dev_eval_fn(dev, tokenizer, opts.max_dev_utts),
+    dev_eval = dev_eval_fn(dev, tokenizer, opts.max_dev_utts)
+    if opts.streaming and dev_eval is not None:  # score the streaming student as it will stream
+        plain, eval_chunk = dev_eval, opts.streaming.eval_chunk
+
+        def dev_eval(m):
+            return plain(lambda x, lens: m(x, lens, eval_chunk))
+    res = train_loop(model, loss_fn, sampler, opts.loop, out, save, dev_eval,
                      lambda idx: seconds(train, idx, featurizer.frame_rate))
     if rank != 0:
         return out / "manifest.json"

@@ -28,18 +28,28 @@ def distil(
     hours: Annotated[float, typer.Option(help="Stop after this many hours of wall time (0 = no limit).")] = 0.0,
     init: Annotated[Optional[Path], typer.Option(help="Start from this student checkpoint (e.g. the shipped general student).")] = None,
     precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (AVX-512 BF16 CPUs, GPUs).")] = "fp32",
+    streaming: Annotated[bool, typer.Option(help="Train a streaming student (causal conv, dynamic chunk masks, "
+                                                 "NeMo-style fbank for sherpa-onnx online).")] = False,
+    left_context: Annotated[int, typer.Option(help="Streaming: attention left context, output frames.")] = 48,
+    target_delay: Annotated[int, typer.Option(help="Streaming: shift the teacher's targets this many frames later.")] = 0,
     threads: Threads = 0,
     seed: Seed = 0,
 ):
     """Train a student conformer on a teacher's soft targets (rerun the same command to resume).
 
+    `--streaming` trains a streaming student (dynamic chunks) that `edgekd.export.streaming` exports
+    for sherpa-onnx's online recognizer; `--init` may name an offline student to start from.
+
     Usage: edgekd distil --pseudolabels runs/pl --out runs/student --preset student-xs --loss kd+ctc --dev data/corpus/target/dev.jsonl
     """
     from edgekd.distil import DistilOptions, run_distil
+    from edgekd.train.chunks import ChunkTraining
     from edgekd.train.loop import LoopOptions
 
     opts = options(DistilOptions, preset=preset, loss=loss, temperature=temperature, ctc_weight=ctc_weight,
                    max_frames=max_frames, init=str(init or ""),
+                   streaming=options(ChunkTraining, left_context=left_context, target_delay=target_delay)
+                   if streaming else None,
                    loop=options(LoopOptions, max_steps=steps, lr=lr,
                                 warmup_steps=max(1, steps // 10) if warmup is None else warmup,
                                 eval_every=max(1, steps // 5) if eval_every is None else eval_every,

@@ -131,15 +131,22 @@ def export_onnx(ck: Checkpoint, path: str | Path, *, waveform: bool = False, wri
         prog.save(str(tmp), external_data=False)
     m = onnx.load(str(tmp))
     tmp.unlink()
+    return save_exported(m, path, metadata_for(ck, waveform=waveform), ck.tokens if write_tokens else None)
+
+
+def save_exported(m, path: Path, meta: dict[str, str], tokens: tuple[str, ...] | None) -> Path:
+    """Metadata in, exporter provenance out, checked, written atomically (+ tokens.txt beside it)."""
+    import onnx
+
     for node in m.graph.node:  # exporter provenance (fx node text, stack) was 2/3 of a small file
         del node.metadata_props[:]
-    onnx.helper.set_model_props(m, metadata_for(ck, waveform=waveform))
+    onnx.helper.set_model_props(m, meta)
     onnx.checker.check_model(m)
     out_tmp = path.with_name(path.name + ".tmp")
     onnx.save(m, str(out_tmp))
     out_tmp.replace(path)
-    if write_tokens:
-        (path.parent / "tokens.txt").write_text(Tokenizer(ck.tokens).tokens_txt())
+    if tokens is not None:
+        (path.parent / "tokens.txt").write_text(Tokenizer(tokens).tokens_txt())
     return path
 
 

@@ -88,15 +88,21 @@ def verify_set(ck: Checkpoint, manifest: str | Path, max_utts: int, long_seconds
             continue  # evaluate/pseudolabel quarantine such files; here they just don't count
         out.append(Utt(u.id, u.text, w, len(w) >= long_seconds * sr))
     if out and not any(u.long for u in out):
-        gap = np.zeros(int(0.3 * sr), np.float32)
-        waves, texts, i = [], [], 0
-        while sum(len(w) for w in waves) < long_seconds * sr:  # cycles through a short split
-            u = out[i % len(out)]
-            waves += [u.wave, gap]
-            texts.append(u.text)
-            i += 1
-        out.append(Utt(f"long:concat-{i}", " ".join(texts), np.concatenate(waves), True))
+        out.append(concatenate(out, long_seconds, sr)[0])
     return out
+
+
+def concatenate(utts: list[Utt], seconds: float, sr: int, start: int = 0) -> tuple[Utt, int]:
+    """One utterance of at least `seconds`: `utts` from `start` on, 0.3 s apart (cycling through a
+    short split), and the index after the last one used."""
+    gap = np.zeros(int(0.3 * sr), np.float32)
+    waves, texts, i = [], [], start
+    while sum(len(w) for w in waves) < seconds * sr:
+        u = utts[i % len(utts)]
+        waves += [u.wave, gap]
+        texts.append(u.text)
+        i += 1
+    return Utt(f"long:concat-{i}", " ".join(texts), np.concatenate(waves), True), i
 
 
 def _latency_ms(run, feats: np.ndarray, repeats: int) -> float:

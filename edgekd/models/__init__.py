@@ -53,7 +53,11 @@ def _dims(d: dict, where: str) -> ConformerDims:
     defaults = ConformerDims()
     for k, v in d.items():
         ref = getattr(defaults, k, None)
-        if isinstance(ref, tuple):
+        if isinstance(ref, bool):
+            ok = isinstance(v, bool)
+        elif k == "left_context":  # 0 = an offline model
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif isinstance(ref, tuple):
             ok = isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
         elif isinstance(ref, float):
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1

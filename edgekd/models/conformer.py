@@ -8,7 +8,10 @@ Design choices, all for export and edge runtimes:
 - LayerNorm (not BatchNorm) in the convolution module: a padded batch gives the same outputs
   per utterance as running each alone, in training and eval;
 - per-layer FFN widths and head counts are explicit dims, so a structurally pruned model
-  (torch-pruning shrinks them) rebuilds from its checkpoint.
+  (torch-pruning shrinks them) rebuilds from its checkpoint;
+- a streaming model (`causal=True`) has a causal depthwise conv and is run with a chunk mask of
+  `left_context` frames (`encode(..., chunk=C)`); `edgekd.models.streaming` runs the same weights
+  chunk by chunk with explicit caches, and `chunk=None` keeps full-context (offline) decoding.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class ConformerDims:
     ffn_dims: tuple[int, ...] = ()  # two FFNs per layer share one width per layer
     attn_dims: tuple[int, ...] = ()  # q/k/v projection width per layer (heads * head_dim)
     conv_dims: tuple[int, ...] = ()  # conv module inner channels per layer
+    # Streaming: a causal depthwise conv (sees only past frames, so a chunk needs no future input
+    # beyond the subsampling's own) and attention over at most `left_context` earlier output
+    # frames (the size of the attention cache a streaming export carries). 0 = offline model.
+    causal: bool = False
+    left_context: int = 0
 
     def __post_init__(self):
         self._verify()
@@ -56,6 +64,12 @@ class ConformerDims:
         for a in self.attn_dims:
             if a % self.n_heads:
                 raise ValueError(f"attn_dims entry {a} is not divisible by n_heads ({self.n_heads})")
+        if self.causal != (self.left_context > 0):
+            raise ValueError(f"causal={self.causal} needs left_context > 0 (and an offline model 0), "
+                             f"got left_context={self.left_context}")
+        if self.causal and self.conv_kernel < 3:
+            raise ValueError(f"a causal model needs conv_kernel >= 3 (its conv cache holds kernel-1 frames), "
+                             f"got {self.conv_kernel}")
 
     @property
     def min_frames(self) -> int:
@@ -69,7 +83,10 @@ class ConformerDims:
                 self.conv_dims[i] if self.conv_dims else self.d_model)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if not self.causal:  # offline models keep the dims (and metadata) they had before streaming
+            del d["causal"], d["left_context"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ConformerDims":
@@ -77,6 +94,13 @@ class ConformerDims:
         if unknown:
             raise ValueError(f"unknown model dim(s): {', '.join(sorted(unknown))}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def chunk_mask(t: int, chunk: int, left: int, device=None) -> torch.Tensor:
+    """(T, T) bool: query i sees keys of its own chunk (i // chunk) and the `left` frames before it."""
+    i = torch.arange(t, device=device)
+    end = (i // chunk + 1) * chunk  # first frame after the query's chunk
+    return (i[None, :] < end[:, None]) & (i[None, :] >= end[:, None] - chunk - left)
 
 
 def make_pad_mask(lengths: torch.Tensor, max_len: torch.Tensor | int) -> torch.Tensor:
@@ -124,11 +148,15 @@ class MHSA(nn.Module):
         self.proj = nn.Linear(attn_dim, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                chunk_mask: torch.Tensor | None = None):
         b, t, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B,H,T,D)
         q, k = rotary(q, cos, sin), rotary(k, cos, sin)
         attn_mask = mask[:, None, None, :]  # (B,1,1,T): keys that exist
+        if chunk_mask is not None:  # (T,T) query -> visible keys; the diagonal keeps padded rows finite
+            eye = torch.eye(t, dtype=torch.bool, device=x.device)
+            attn_mask = (attn_mask & chunk_mask[None, None]) | eye[None, None]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, t, -1))
@@ -147,19 +175,24 @@ class FeedForward(nn.Module):
 
 
 class ConvModule(nn.Module):
-    def __init__(self, d_model: int, channels: int, kernel: int, dropout: float):
+    def __init__(self, d_model: int, channels: int, kernel: int, dropout: float, causal: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
         self.pw1 = nn.Conv1d(d_model, 2 * channels, 1)
-        self.dw = nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=channels)
+        # causal: all kernel-1 frames of padding on the left, so frame t sees t-k+1..t only; the
+        # weights have the same shape either way (an offline student can initialise a causal one)
+        self.causal = causal
+        self.dw = nn.Conv1d(channels, channels, kernel, padding=0 if causal else kernel // 2, groups=channels)
         self.dw_norm = nn.LayerNorm(channels)
         self.pw2 = nn.Conv1d(channels, d_model, 1)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, mask):
         x = self.norm(x) * mask[..., None]  # zero padding so the depthwise conv can't see it
-        x = F.glu(self.pw1(x.transpose(1, 2)), dim=1)
-        x = self.dw(x * mask[:, None, :])
+        x = F.glu(self.pw1(x.transpose(1, 2)), dim=1) * mask[:, None, :]
+        if self.causal:
+            x = F.pad(x, (self.dw.kernel_size[0] - 1, 0))
+        x = self.dw(x)
         x = F.silu(self.dw_norm(x.transpose(1, 2))).transpose(1, 2)
         return self.drop(self.pw2(x).transpose(1, 2))
 
@@ -172,14 +205,14 @@ class ConformerBlock(nn.Module):
         self.ff1 = FeedForward(d, ffn, dims.dropout)
         self.attn_norm = nn.LayerNorm(d)
         self.attn = MHSA(d, att, dims.n_heads, dims.dropout)
-        self.conv = ConvModule(d, conv, dims.conv_kernel, dims.dropout)
+        self.conv = ConvModule(d, conv, dims.conv_kernel, dims.dropout, dims.causal)
         self.ff2 = FeedForward(d, ffn, dims.dropout)
         self.out_norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(dims.dropout)
 
-    def forward(self, x, mask, cos, sin):
+    def forward(self, x, mask, cos, sin, chunk_mask=None):
         x = x + 0.5 * self.drop(self.ff1(x))
-        x = x + self.drop(self.attn(self.attn_norm(x), mask, cos, sin))
+        x = x + self.drop(self.attn(self.attn_norm(x), mask, cos, sin, chunk_mask))
         x = x + self.conv(x, mask)
         x = x + 0.5 * self.drop(self.ff2(x))
         return self.out_norm(x)
@@ -214,8 +247,13 @@ class ConformerCTC(nn.Module):
     def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor:
         return self.subsample.output_lengths(feat_lens)
 
-    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor):
-        """(B, T, n_mels), (B,) -> encoder output (B, T', d_model), lengths (B,)."""
+    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk: int | None = None):
+        """(B, T, n_mels), (B,) -> encoder output (B, T', d_model), lengths (B,).
+
+        `chunk`: output frames per chunk for a streaming model: each frame attends to its own
+        chunk and `dims.left_context` frames before it, exactly what the chunk-by-chunk run with
+        caches sees. None = full context (offline decoding, also of a streaming model).
+        """
         in_mask = make_pad_mask(feat_lens, feats.shape[1])
         x = (feats - self.input_mean) / self.input_std * in_mask[..., None]
         x, lens = self.subsample(x, feat_lens)
@@ -224,16 +262,21 @@ class ConformerCTC(nn.Module):
         ang = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * self.rope_inv_freq[None, :]
         cos, sin = torch.cos(ang), torch.sin(ang)
         x = x * mask[..., None]
+        cm = None
+        if chunk is not None:
+            if not self.dims.causal:
+                raise ValueError("chunked attention needs a streaming model (dims.causal); this one is offline")
+            cm = chunk_mask(t, chunk, self.dims.left_context, x.device)
         for blk in self.blocks:
-            x = blk(x, mask, cos, sin) * mask[..., None]
+            x = blk(x, mask, cos, sin, cm) * mask[..., None]
         return x, lens
 
-    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor):
-        x, lens = self.encode(feats, feat_lens)
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk: int | None = None):
+        x, lens = self.encode(feats, feat_lens, chunk)
         return self.head(x), lens
 
-    def log_probs(self, feats: torch.Tensor, feat_lens: torch.Tensor):
-        logits, lens = self(feats, feat_lens)
+    def log_probs(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk: int | None = None):
+        logits, lens = self(feats, feat_lens, chunk)
         return logits.log_softmax(-1), lens
 
     def num_params(self) -> int:
