@@ -14,7 +14,8 @@ from edgekd.fit.budget import parse_mb
 from edgekd.fit.report import pareto
 
 TINY = dict(presets=(), widths=(32, 64), depths=(1, 2), precisions=("fp32", "int8-dynamic"), prune_ratios=(0.0,),
-            proxy_steps=2, full_steps=4, top_k=3, workers=2, max_frames=3000, measure=True, seconds=2.0)
+            proxy_steps=2, full_steps=4, top_k=3, workers=2, max_frames=3000, measure=True, seconds=2.0,
+            verify_utts=3)
 
 
 def test_budget_parsing_and_device_defaults():

@@ -99,7 +99,8 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             q = () if winner["precision"] == "fp32" else (winner["precision"],)
             exp = out / f"winner-{b.device}"
             if not (exp / "manifest.json").exists():
-                run_export(ExportOptions(quantize=q, tflite=(), verify_utts=50, bundle_utts=0), ckpt, exp,
+                run_export(ExportOptions(quantize=q, tflite=(), verify_utts=opts.verify_utts, bundle_utts=0),
+                           ckpt, exp,
                            test_manifest=test_manifest, progress=False)
             info["export"] = {"dir": str(exp), "failed_checks": StageManifest.load(exp).metrics["failed"]}
         metrics[b.device] = info

@@ -41,6 +41,7 @@ class FitOptions:
     precision: str = "fp32"  # training autocast: "bf16" on AVX-512 BF16 CPUs (1.5-1.8x the step rate here)
     measure: bool = True  # host-pinned runs of winners and near-budget candidates
     seconds: float = 10.0  # audio per costed/measured inference
+    verify_utts: int = 50  # test utterances the winner's export is verified on (plus >= 30 s of long audio)
     # Pipeline only (`edgekd run`): budget blocks as in edgekd.fit.budget; none = no fit stage.
     budgets: tuple[dict, ...] = ()
 
