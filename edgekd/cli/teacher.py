@@ -81,7 +81,7 @@ def pseudolabel(
     plan: Annotated[bool, typer.Option(help="Print the expected cost (wall and core hours, disk) from a "
                                             "calibration on a sample; label nothing.")] = False,
     plan_nodes: Annotated[str, typer.Option(help="--plan: cluster sizes to project to.")] = "1,4,16",
-    plan_minutes: Annotated[float, typer.Option(help="--plan: minutes of audio in the calibration sample.")] = 20.0,
+    plan_minutes: Annotated[float, typer.Option(help="--plan: minutes of audio in the calibration sample.")] = 60.0,
 ):
     """Soft targets (top-k posteriors), 1-best labels, confidence and routing for unlabeled audio.
 
