@@ -82,10 +82,9 @@ class FeaturizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeaturizerConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown featurizer setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        from edgekd.config import known_fields
+
+        return cls(**known_fields(cls, d, "featurizer setting(s)"))
 
     def num_frames(self, num_samples: int) -> int:
         """Frames `Featurizer` yields for `num_samples` samples (Kaldi snip_edges=false)."""

@@ -138,6 +138,15 @@ def _check_type(value: Any, tp: Any, key: str, error: type[EdgekdError] = Config
     return value
 
 
+def known_fields(cls, d: dict[str, Any], what: str) -> dict[str, Any]:
+    """`d` unchanged when every key is a field of dataclass `cls`; else ValueError naming the
+    unknown `what` (the light check of the featurizer and model dims stored in checkpoints)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return d
+
+
 def from_dict(cls, data: Any, prefix: str = "", *, error: type[EdgekdError] = ConfigError,
               exclude: tuple[str, ...] = ()):
     """Build dataclass `cls` from a mapping: unknown keys, missing required keys and wrong types raise

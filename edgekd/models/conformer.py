@@ -90,9 +90,9 @@ class ConformerDims:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ConformerDims":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown model dim(s): {', '.join(sorted(unknown))}")
+        from edgekd.config import known_fields
+
+        d = known_fields(cls, d, "model dim(s)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
