@@ -20,7 +20,7 @@ def _base(v: Variant, checkpoint: Path, root: Path, soft_targets, dev, finetune_
     from edgekd.export.onnx import export_onnx
     from edgekd.models import load_checkpoint
 
-    d = root / (f"{v.arch}-p{int(v.prune * 100)}" if v.prune else v.arch)
+    d = root / v.stem
     onnx = d / "model.onnx"
     if onnx.exists():
         return onnx
@@ -36,8 +36,12 @@ def _base(v: Variant, checkpoint: Path, root: Path, soft_targets, dev, finetune_
 
 
 def variant_onnx(v: Variant, root: Path) -> Path:
-    d = root / (f"{v.arch}-p{int(v.prune * 100)}" if v.prune else v.arch)
-    return d / ("model.onnx" if v.precision == "fp32" else f"model.{v.precision}.onnx")
+    return root / v.stem / ("model.onnx" if v.precision == "fp32" else f"model.{v.precision}.onnx")
+
+
+def variant_checkpoint(v: Variant, root: Path) -> Path:
+    """The checkpoint `v`'s ONNX files were exported from (recorded when the fp32 one was built)."""
+    return Path((root / v.stem / "checkpoint").read_text())
 
 
 def build_variant(v: Variant, checkpoint: Path, root: Path, *, soft_targets, dev, test, finetune_steps: int) -> dict:
@@ -54,7 +58,7 @@ def build_variant(v: Variant, checkpoint: Path, root: Path, *, soft_targets, dev
     if not path.exists():
         cal = None
         if v.precision.startswith("int8"):
-            ck = load_checkpoint(Path((fp32.parent / "checkpoint").read_text()))
+            ck = load_checkpoint(variant_checkpoint(v, root))
             cal = calibration_features(dev, ck.featurizer, 16)
         quantize(fp32, path, v.precision, calibration=cal)
     m = run_eval(f"onnx:{path}", test, root / f"{v.name}.eval", progress=False)

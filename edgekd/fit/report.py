@@ -11,7 +11,7 @@ from pathlib import Path
 from edgekd.atomic import atomic_write
 from edgekd.config import to_dict
 from edgekd.fit.budget import Budget
-from edgekd.fit.build import variant_onnx
+from edgekd.fit.build import variant_checkpoint, variant_onnx
 from edgekd.fit.space import Variant
 from edgekd.manifest import StageManifest
 from edgekd.tables import table_text
@@ -28,10 +28,10 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 
 
 def pareto(rows: list[dict], keys=("wer", "rtf", "memory_mb", "size_mb")) -> list[dict]:
-    """Rows no other row beats on every key (all lower-is-better) while being strictly better on one."""
-    def dominated(r):
-        return any(all(o[k] <= r[k] for k in keys) and any(o[k] < r[k] for k in keys) for o in rows if o is not r)
-    return sorted((r for r in rows if not dominated(r)), key=lambda r: r[keys[1]])
+    """The fit's front: no other row matches or beats it on WER and every budgeted cost; by RTF."""
+    from edgekd.profile.stage import pareto as nondominated
+
+    return sorted(nondominated(rows, keys), key=lambda r: r["rtf"])
 
 
 def _near_budget(r: dict, b: Budget, band: float) -> bool:
@@ -94,8 +94,7 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             if winner["variant"] in measured:
                 m = measured[winner["variant"]]
                 info["measured_meets_rtf"] = b.rtf is None or m["rtf"] <= b.rtf
-            ckpt = Path((variant_onnx(Variant(winner["arch"], winner["prune"], "fp32"), out / "variants").parent
-                         / "checkpoint").read_text())
+            ckpt = variant_checkpoint(Variant(winner["arch"], winner["prune"], winner["precision"]), out / "variants")
             q = () if winner["precision"] == "fp32" else (winner["precision"],)
             exp = out / f"winner-{b.device}"
             if not (exp / "manifest.json").exists():
@@ -108,7 +107,8 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
         md.append(f"winner: **{info['winner']}**" + (f", WER {winner['wer'] * 100:.1f} %, margins "
                                                       f"{info['margins']}" if winner else " (none scored)") + "\n")
         table = [{"variant": r["variant"], "WER %": round(r["wer"] * 100, 1),
-                  "CER %": round(r["cer"] * 100, 1) if r.get("cer") is not None else None, "RTF est": round(r["rtf"], 4),
+                  "CER %": round(r["cer"] * 100, 1) if r.get("cer") is not None else None,
+                  "RTF est": round(r["rtf"], 4),
                   "memory MB est": round(r["memory_mb"], 1), "size MB": round(r["size_mb"], 2),
                   "under budget": "yes" if r["fits"] else "no", "winner": "yes" if r is winner else "",
                   "RTF measured-on-host": round(measured[r["variant"]]["rtf"], 4) if r["variant"] in measured else None}

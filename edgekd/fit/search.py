@@ -136,7 +136,8 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
     # 3. the best top_k per device (among those with a variant under that device's budget) train fully
     chosen: list[str] = []
     for b in budgets:
-        ok = [a.name for a in trainable if any(r["fits"] for r in rows if r["arch"] == a.name and r["device"] == b.device)]
+        ok = [a.name for a in trainable
+              if any(r["fits"] for r in rows if r["arch"] == a.name and r["device"] == b.device)]
         for name in sorted(ok, key=lambda n: proxy[n].get("cer", 1.0))[: opts.top_k]:
             if name not in chosen:
                 chosen.append(name)
@@ -158,8 +159,6 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
     for r in rows:
         r["wer"] = scores.get(r["variant"], {}).get("wer")
         r["cer"] = scores.get(r["variant"], {}).get("cer")
-
-
     return write_results(out, opts, budgets, rows, proxy, full, chosen, measure_host if opts.measure else None,
                          devices, soft_targets, test_manifest, t0, log)
 

@@ -40,8 +40,13 @@ class Variant:
     precision: str
 
     @property
+    def stem(self) -> str:
+        """The weights this variant holds: the architecture, pruned or not (precisions share them)."""
+        return self.arch + (f"-p{int(self.prune * 100)}" if self.prune else "")
+
+    @property
     def name(self) -> str:
-        return f"{self.arch}" + (f"-p{int(self.prune * 100)}" if self.prune else "") + f"-{self.precision}"
+        return f"{self.stem}-{self.precision}"
 
 
 PRESETS = ("student-xs", "student-s")

@@ -266,15 +266,20 @@ def _budget(dev: Device, row: dict) -> str:
     return "ok" if not miss else "; ".join(miss)
 
 
+def pareto(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Rows no other row matches or beats on every key (all lower-is-better), in lexicographic
+    order of `keys`. Of exact ties the first is kept. Sorting first means any row that dominates
+    another comes before it, so one pass against the front so far is enough."""
+    front: list[dict] = []
+    for r in sorted(rows, key=lambda r: tuple(r[k] for k in keys)):
+        if not any(all(f[k] <= r[k] for k in keys) for f in front):
+            front.append(r)
+    return front
+
+
 def pareto_front(rows: list[dict], x: str = "p50_ms", y: str = "wer") -> list[dict]:
     """Rows not dominated in (x, y), both lower-is-better, sorted by x."""
-    pts = sorted((r for r in rows if r.get(x) is not None and r.get(y) is not None), key=lambda r: (r[x], r[y]))
-    front, best = [], float("inf")
-    for r in pts:
-        if r[y] < best:
-            front.append(r)
-            best = r[y]
-    return front
+    return pareto([r for r in rows if r.get(x) is not None and r.get(y) is not None], (x, y))
 
 
 def pareto_plot(rows: list[dict], out_png: str | Path, title: str = "WER vs latency") -> Path | None:
