@@ -42,17 +42,16 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     assert res["report"]["html"].exists() and "Teacher WER" in res["report"]["md"].read_text()
     again = run_pipeline(tiny_config, log=logs.append)
     assert set(again["status"].values()) == {"skipped"}
-    forced = run_pipeline(tiny_config, force=("pseudolabel",), log=logs.append)
-    assert forced["status"] == {"synth": "skipped", "teacher_eval": "skipped", "drift": "skipped",
-                                "pseudolabel": "ran", "review": "ran", "distil": "ran", "prune": "ran",
-                                "export": "ran", "profile": "ran"}
+    # --force on a real stage reruns it (every dependant of a forced stage reruns too: test_pipeline_engine
+    # checks that on a toy graph; forcing the last stage here keeps this test to one full pass)
+    forced = run_pipeline(tiny_config, force=("profile",), log=logs.append)
+    assert forced["status"] == {**{s: "skipped" for s in res["status"]}, "profile": "ran"}
     from edgekd.pipeline import summary_lines
 
     summary = summary_lines(tmp_path / "run")
     assert len(summary) == 5 and "student" in summary[0] and "rpi4" in summary[4], summary
     md = forced["report"]["md"].read_text()
     assert "Teacher vs student" in md and "Every artifact checked" in md and "rpi4" in md
-    # (forcing a stage reruns every dependant: test_pipeline_engine checks that on a toy graph)
     review = StageManifest.load(tmp_path / "run" / "review")
     assert review.metrics["imported"] == review.metrics["tasks"] > 0  # simulated annotators answered every task
     html = res["report"]["html"].read_text()

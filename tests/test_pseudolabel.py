@@ -99,23 +99,6 @@ def test_confidence_and_routing_rules():
         PseudoLabelOptions(engine="spark")
 
 
-def test_ray_engine_gives_the_same_outputs(data, teacher, tmp_path):
-    pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
-    local = PseudoLabelOptions(shard_utts=4, workers=1)
-    run_pseudolabel(local, data / "unlabeled.jsonl", [teacher], tmp_path / "local", progress=False)
-    ray_opts = PseudoLabelOptions(shard_utts=4, workers=2, engine="ray")
-    run_pseudolabel(ray_opts, data / "unlabeled.jsonl", [teacher], tmp_path / "ray", progress=False)
-    a, b = _outputs(tmp_path / "local"), _outputs(tmp_path / "ray")
-    assert a.keys() == b.keys()
-    assert a["labels.jsonl"] == b["labels.jsonl"] and a["index.json"] == b["index.json"]
-    for k in a:
-        if k.endswith(".npz"):
-            za, zb = np.load(tmp_path / "local" / k), np.load(tmp_path / "ray" / k)
-            assert set(za.files) == set(zb.files) >= {"format", "data"}  # format 3: streams in one blob
-            for arr in za.files:
-                assert np.array_equal(za[arr], zb[arr]), (k, arr)
-
-
 def test_beam_lm_labels_use_lm_words_and_leave_soft_targets_alone(data, teacher, tmp_path):
     pytest.importorskip("flashlight.lib.text")
     from edgekd.lm import build_arpa
