@@ -49,6 +49,25 @@ def test_onnx_export_is_self_describing_and_matches(setup, tmp_path):
         assert int(n[0]) == int(wn[0]) and np.abs(lp - want.detach().numpy()).max() < 1e-4
 
 
+def test_a_second_export_of_changed_weights_is_a_new_graph_and_rng_is_untouched(setup, tmp_path):
+    """export_onnx remembers the graphs it made in this process by content: the same weights come back
+    at once, changed weights (or a featurizer baked into a waveform graph) never get a stale graph."""
+    from edgekd.export.onnx import export_onnx, ort_session, run_onnx
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    x = torch.randn(1, 120, 80)
+    a = export_onnx(ck, tmp_path / "a.onnx")
+    with torch.no_grad():
+        ck.model.head.weight.mul_(-1.0)
+    state = torch.get_rng_state()
+    b = export_onnx(ck, tmp_path / "b.onnx")
+    assert torch.equal(state, torch.get_rng_state())  # the example inputs did not draw from the caller's RNG
+    la, _ = run_onnx(ort_session(a), x.numpy(), np.array([120]))
+    lb, _ = run_onnx(ort_session(b), x.numpy(), np.array([120]))
+    want, _ = ck.model.log_probs(x, torch.tensor([120]))
+    assert np.abs(lb - want.detach().numpy()).max() < 1e-4 and np.abs(la - lb).max() > 1e-2
+
+
 def test_waveform_graph_matches_featurizer_plus_model(setup, tmp_path):
     from edgekd.export.onnx import export_onnx, ort_session, run_onnx
 

@@ -107,18 +107,19 @@ def export_onnx(ck: Checkpoint, path: str | Path, *, waveform: bool = False, wri
                       f"this model uses {ck.dims.subsampling} (edgekd's runner reads the metadata)")
     T = torch.export.Dim("T", min=ck.dims.min_frames, max=MAX_FRAMES)
     N = torch.export.Dim("N", min=1, max=256)
+    g = torch.Generator().manual_seed(0)  # example inputs: never from (or moving) the caller's RNG
     if waveform:
         fz = Featurizer(ck.featurizer)
         hop, win = ck.featurizer.hop_length, ck.featurizer.win_length
         graph = WaveformGraph(model, fz).eval()
         n = ck.featurizer.sample_rate  # 1 s
         # The example batch has two lengths so the batch axis and masking stay symbolic.
-        args = (torch.randn(2, n) * 0.1, torch.tensor([n, n - 3 * hop], dtype=torch.int64))
+        args = (torch.randn(2, n, generator=g) * 0.1, torch.tensor([n, n - 3 * hop], dtype=torch.int64))
         S = torch.export.Dim("S", min=max(win, hop * (ck.dims.min_frames + 1)), max=MAX_FRAMES * hop)
         names, shapes = ["audio", "audio_lens"], ({0: N, 1: S}, {0: N})
     else:
         graph = LogProbsGraph(model).eval()
-        args = (torch.randn(2, 200, ck.dims.n_mels), torch.tensor([200, 150], dtype=torch.int64))
+        args = (torch.randn(2, 200, ck.dims.n_mels, generator=g), torch.tensor([200, 150], dtype=torch.int64))
         names, shapes = ["x", "x_lens"], ({0: N, 1: T}, {0: N})
     key = _graph_key(graph, ck, waveform)
     if key not in _GRAPHS:
