@@ -103,6 +103,39 @@ def test_fit_two_devices_prunes_over_budget_and_picks_a_verified_winner(pl, smal
     assert json.loads(again.read_text())["metrics"]["rpi4"]["winner"] == m["metrics"]["rpi4"]["winner"]
 
 
+def test_streaming_budget_fits_a_streaming_student_scored_by_sherpa_online(pl, small_corpus, tmp_path):
+    """A streaming budget trains the streaming twins only, costs each chunk size per chunk, scores the
+    variants in sherpa-onnx's online recognizer and ships a verified online package."""
+    with pytest.raises(ConfigError, match="needs streaming"):
+        load_budget({"device": "pixel7", "chunk_ms": 320})
+    budget = load_budget({"device": "pixel7", "streaming": True, "rtf": 0.5, "latency_ms": 500})
+    assert budget.latency_ms == 500 and load_budget({"device": "pixel7", "streaming": True}).latency_ms is None
+    opts = FitOptions(**{**TINY, "widths": (32,), "depths": (1,), "chunks_ms": (160, 320), "top_k": 1,
+                         "measure": False})
+    with pytest.raises(ConfigError, match="whole number of 40 ms"):
+        run_fit(opts, [load_budget({"device": "pixel7", "streaming": True, "chunk_ms": 300})], pl, tmp_path / "x",
+                dev_manifest=small_corpus / "target/dev.jsonl", test_manifest=small_corpus / "target/test.jsonl")
+    m = json.loads(run_fit(opts, [budget], pl, tmp_path, dev_manifest=small_corpus / "target/dev.jsonl",
+                           test_manifest=small_corpus / "target/test.jsonl", log=lambda s: None).read_text())
+    rows = json.loads((tmp_path / "candidates.json").read_text())["rows"]
+    assert {r["arch"] for r in rows} == {"w32-d1-stream"}  # no offline architecture
+    by = {r["variant"]: r for r in rows}
+    a, b = by["w32-d1-stream-c160-fp32"], by["w32-d1-stream-c320-fp32"]  # more audio per call, less per second
+    assert b["chunk_compute_ms"] > a["chunk_compute_ms"] and b["rtf"] < a["rtf"]
+    assert b["latency_ms"] - a["latency_ms"] > 160 - 1  # the chunk itself is most of the latency
+    info = m["metrics"]["pixel7"]
+    win = by[info["winner"]]
+    assert win["fits"] and win["chunk_ms"] in (160, 320) and win["latency_ms"] <= 500
+    assert win["wer"] == min(r["wer"] for r in rows if r["fits"] and r["wer"] is not None)
+    hyps = list((tmp_path / "variants").glob("*.eval/hyps.jsonl"))
+    assert hyps and all("-c" in h.parent.name for h in hyps)  # scored as streaming files
+    exp = tmp_path / "winner-pixel7"
+    table = json.loads((exp / "verify.table.json").read_text())["rows"]
+    fp32 = next(r for r in table if r["artifact"] == "model.onnx")
+    assert fp32["runtime"] == "sherpa-onnx-online" and fp32["identical"] >= 0.99 and fp32["ok"]
+    assert fp32["identical_long"] is not None  # long audio (>= 30 s) was in the verify set
+
+
 def test_cli_fit_errors_are_one_line(tmp_path):
     for args, msg in ((["--device", "rpi4", "--mem", "lots"], "fit.memory"),
                       ([], "give --device"),

@@ -22,6 +22,9 @@ def fit(
     size: Annotated[Optional[str], typer.Option(help="Max artifact size, e.g. 5MB.")] = None,
     latency_ms: Annotated[Optional[float], typer.Option(help="Max latency of one 10 s inference.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads on the device (default: its profile's).")] = None,
+    streaming: Annotated[bool, typer.Option(help="A streaming student (sherpa-onnx online); --rtf is per chunk, "
+                                                 "--latency-ms word-to-text.")] = False,
+    chunk_ms: Annotated[Optional[int], typer.Option(help="Streaming chunk (default: search 160/320/640 ms).")] = None,
     budgets: Annotated[Optional[Path], typer.Option(help="YAML list of budget blocks (several devices).")] = None,
     human_labels: Annotated[Optional[Path], typer.Option(help="Reviewed labels (CTC targets).")] = None,
     proxy_steps: Annotated[int, typer.Option(help="KD steps per proxy run.")] = 150,
@@ -33,6 +36,8 @@ def fit(
     precision: Annotated[str, typer.Option(help="Training autocast: fp32 or bf16.")] = "fp32",
 ):
     """Search width/depth, pruning and precision for the most accurate student under each budget.
+
+    Usage: edgekd fit --device pixel7 --streaming --chunk-ms 320 --latency-ms 400 --pseudolabels runs/pl --dev data/corpus/target/dev.jsonl --test data/corpus/target/test.jsonl --out runs/fit-stream
 
     Usage: edgekd fit --device rpi4 --rtf 0.1 --mem 64MB --pseudolabels runs/pl --dev data/corpus/target/dev.jsonl --test data/corpus/target/test.jsonl --out runs/fit
     """
@@ -51,7 +56,7 @@ def fit(
             raise ConfigError(f"{budgets}: expected a list of budget blocks (device: ..., rtf: ..., memory: ...)")
     elif device:
         blocks = [{"device": device, "rtf": rtf, "memory": mem, "size": size, "latency_ms": latency_ms,
-                   "threads": threads}]
+                   "threads": threads, "streaming": streaming, "chunk_ms": chunk_ms}]
     else:
         raise ConfigError("give --device NAME (and budget flags) or --budgets FILE")
     bs = [load_budget(b) for b in blocks]

@@ -97,8 +97,6 @@ def set_metadata(path: str | Path, meta: dict[str, str]) -> None:
 
 def export_onnx(ck: Checkpoint, path: str | Path, *, waveform: bool = False, write_tokens: bool = True) -> Path:
     """Export `ck` to one self-contained ONNX file with a dynamic batch and time axis."""
-    import onnx
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = ck.model.eval()
@@ -121,42 +119,49 @@ def export_onnx(ck: Checkpoint, path: str | Path, *, waveform: bool = False, wri
         graph = LogProbsGraph(model).eval()
         args = (torch.randn(2, 200, ck.dims.n_mels, generator=g), torch.tensor([200, 150], dtype=torch.int64))
         names, shapes = ["x", "x_lens"], ({0: N, 1: T}, {0: N})
-    key = _graph_key(graph, ck, waveform)
-    if key not in _GRAPHS:
-        tmp = path.with_name(path.name + ".tmp.onnx")
-        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng():  # the caller's RNG untouched
-            warnings.simplefilter("ignore")
-            try:
-                prog = torch.onnx.export(graph, args, dynamo=True, input_names=names,
-                                         output_names=["log_probs", "log_probs_len"], dynamic_shapes=shapes,
-                                         opset_version=OPSET, verbose=False)
-            except Exception as e:  # the exporter's own message is long; keep its first line
-                raise EdgekdError(f"ONNX export failed for {ck.preset or 'model'}: {str(e).splitlines()[0]}") from e
-            prog.save(str(tmp), external_data=False)
-        _remember(key, tmp.read_bytes())
-        tmp.unlink()
-    m = onnx.load_from_string(_GRAPHS[key])
+
+    def export(tmp: Path) -> None:
+        prog = torch.onnx.export(graph, args, dynamo=True, input_names=names,
+                                 output_names=["log_probs", "log_probs_len"], dynamic_shapes=shapes,
+                                 opset_version=OPSET, verbose=False)
+        prog.save(str(tmp), external_data=False)
+
+    m = exported_graph(graph, [type(ck.model).__qualname__, ck.dims.to_dict(), waveform,
+                               ck.featurizer.to_dict() if waveform else None], export, path,
+                       f"ONNX export failed for {ck.preset or 'model'}")
     return save_exported(m, path, metadata_for(ck, waveform=waveform), ck.tokens if write_tokens else None)
 
 
-# Exported graphs of this process, by content (see `_graph_key`): the dynamo export of even a tiny
+# Exported graphs of this process, by content (see `exported_graph`): the dynamo export of even a tiny
 # model takes 8-30 s, and the same weights are exported again within one process (fit exports a
 # variant, then its winner; the test suite exports one fixture model in several tests). Bounded.
 _GRAPHS: dict[str, bytes] = {}
 _GRAPHS_MAX_BYTES = 256 * 2**20
 
 
-def _graph_key(graph: torch.nn.Module, ck: Checkpoint, waveform: bool) -> str:
-    """What the exported graph is a function of: the wrapper class, the dims, the featurizer (baked
-    into a waveform graph), every parameter and buffer, and the exporter's version."""
-    h = hashlib.sha256()
-    h.update(json.dumps([type(graph).__qualname__, type(ck.model).__qualname__, ck.dims.to_dict(), waveform,
-                         ck.featurizer.to_dict() if waveform else None, torch.__version__, OPSET]).encode())
+def exported_graph(graph: torch.nn.Module, key: list, export, path: Path, failure: str):
+    """The ModelProto `export(tmp_path)` writes for `graph`, remembered by content: the wrapper class,
+    `key` (dims and whatever else shapes the graph), every parameter and buffer, torch's version.
+    The caller's RNG is left as it was; an exporter error becomes one line starting with `failure`."""
+    import onnx
+
+    h = hashlib.sha256(json.dumps([type(graph).__qualname__, key, torch.__version__, OPSET]).encode())
     for name, t in graph.state_dict().items():
         h.update(name.encode())
         h.update(str((t.dtype, tuple(t.shape))).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if digest not in _GRAPHS:
+        tmp = path.with_name(path.name + ".tmp.onnx")
+        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng():
+            warnings.simplefilter("ignore")
+            try:
+                export(tmp)
+            except Exception as e:  # the exporter's own message is long; keep its first line
+                raise EdgekdError(f"{failure}: {str(e).splitlines()[0]}") from e
+        _remember(digest, tmp.read_bytes())
+        tmp.unlink()
+    return onnx.load_from_string(_GRAPHS[digest])
 
 
 def _remember(key: str, data: bytes) -> None:

@@ -27,7 +27,8 @@ from edgekd.errors import EdgekdError
 from edgekd.records import Artifact
 from edgekd.tokens import Tokenizer
 
-RUNTIMES = ("auto", "torch", "onnxruntime", "litert", "sherpa-onnx", "sherpa-onnx-offline", "transformers")
+RUNTIMES = ("auto", "torch", "onnxruntime", "litert", "sherpa-onnx", "sherpa-onnx-offline", "sherpa-onnx-online",
+            "transformers")
 SHERPA_BIN = "sherpa-onnx-offline"
 
 
@@ -217,6 +218,48 @@ class SherpaRuntime(Runtime):
         return _from_sherpa(s.result.text, list(s.result.tokens), list(s.result.timestamps), self.frame_rate)
 
 
+class SherpaOnline(SherpaRuntime):
+    """sherpa-onnx's streaming recognizer on a cache-aware export (`edgekd.export.streaming`): audio
+    fed in 100 ms pieces as a microphone delivers it, then the tail padding a client sends."""
+
+    runtime = "sherpa-onnx-online"
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        import sherpa_onnx
+
+        self.model, tok = _package_files(Path(path))
+        _sherpa_facts(self, self.model)
+        self.tokens = tuple(line.rsplit(" ", 1)[0].replace("▁", " ") for line in tok.read_text().splitlines())
+        self.rec = sherpa_onnx.OnlineRecognizer.from_nemo_ctc(model=str(self.model), tokens=str(tok),
+                                                              num_threads=threads)
+
+    def decode(self, wave):
+        from edgekd.export.streaming import with_tail
+
+        s, sr = self.rec.create_stream(), self.sample_rate
+        w = with_tail(np.asarray(wave, np.float32), sr)
+        for i in range(0, len(w), sr // 10):
+            s.accept_waveform(sr, w[i:i + sr // 10])
+            while self.rec.is_ready(s):
+                self.rec.decode_stream(s)
+        s.input_finished()
+        while self.rec.is_ready(s):
+            self.rec.decode_stream(s)
+        r = self.rec.get_result_all(s)
+        return _from_sherpa(r.text, list(r.tokens), list(r.timestamps), self.frame_rate)
+
+
+def is_streaming_onnx(path: Path) -> bool:
+    from edgekd.export.onnx import read_metadata
+    from edgekd.export.streaming import CONTRACT
+
+    model = path / "model.onnx" if path.is_dir() else path
+    try:
+        return model.suffix == ".onnx" and read_metadata(model).get("contract") == CONTRACT
+    except Exception:  # noqa: BLE001 -- not readable as ONNX: the offline paths say why
+        return False
+
+
 def _sherpa_facts(rt: Runtime, model: Path) -> None:
     """Frame rate and sample rate from an edgekd export's metadata; sherpa-onnx's defaults otherwise."""
     from edgekd.export.onnx import read_metadata
@@ -304,6 +347,8 @@ def open_model(spec: str | Path, runtime: str = "auto", threads: int = 1) -> Run
         kind = {".safetensors": "torch", ".onnx": "onnxruntime", ".tflite": "litert"}.get(p.suffix, "")
         if p.is_dir():
             kind = "sherpa-onnx"
+        if kind in ("onnxruntime", "sherpa-onnx") and is_streaming_onnx(p):
+            kind = "sherpa-onnx-online"  # a cache-aware streaming export runs in sherpa-onnx's online recognizer
         if not kind:
             raise EdgekdError(f"model {spec}: unknown kind (expected .safetensors, .onnx, .tflite, a sherpa-onnx "
                               "package folder or hf:<id or dir>)")
@@ -319,4 +364,4 @@ def open_model(spec: str | Path, runtime: str = "auto", threads: int = 1) -> Run
 
         return TorchRuntime(load_checkpoint(spec))
     return {"onnxruntime": OnnxRuntime, "litert": TfliteRuntime, "sherpa-onnx": SherpaRuntime,
-            SHERPA_BIN: SherpaBinary}[kind](spec, threads)
+            SHERPA_BIN: SherpaBinary, "sherpa-onnx-online": SherpaOnline}[kind](spec, threads)

@@ -24,7 +24,6 @@ chunk size. The edgekd facts (featurizer, tokens, dims, chunk) ride along as in 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch
 
 from edgekd.audio import NEMO_FEATURES
 from edgekd.errors import EdgekdError
-from edgekd.export.onnx import OPSET, metadata_for, save_exported
+from edgekd.export.onnx import OPSET, exported_graph, metadata_for, save_exported
 from edgekd.models import Checkpoint
 from edgekd.models.streaming import (
     StreamingStep,
@@ -86,7 +85,6 @@ def streaming_metadata(ck: Checkpoint, chunk: int) -> dict[str, str]:
 
 def export_streaming_onnx(ck: Checkpoint, path: str | Path, chunk: int, *, write_tokens: bool = True) -> Path:
     """Export `ck` (a streaming model) for chunks of `chunk` output frames; dynamic batch."""
-    import onnx
 
     if ck.featurizer != NEMO_FEATURES:
         raise EdgekdError(f"{ck.preset or 'model'}: sherpa-onnx computes NeMo-style fbank for this contract "
@@ -101,21 +99,20 @@ def export_streaming_onnx(ck: Checkpoint, path: str | Path, chunk: int, *, write
     k, c = cache_shapes(ck.dims)
     win = window_frames(ck.dims, chunk)
     # two streams at different points (one fresh, one with a full cache) keep batch and masking symbolic
-    args = (torch.randn(2, ck.dims.n_mels, win), torch.full((2,), win, dtype=torch.int64),
-            torch.randn(2, *k), torch.randn(2, *c), torch.tensor([0, ck.dims.left_context], dtype=torch.int64))
+    g = torch.Generator().manual_seed(0)  # example inputs: never from (or moving) the caller's RNG
+    args = (torch.randn(2, ck.dims.n_mels, win, generator=g), torch.full((2,), win, dtype=torch.int64),
+            torch.randn(2, *k, generator=g), torch.randn(2, *c, generator=g),
+            torch.tensor([0, ck.dims.left_context], dtype=torch.int64))
     B = torch.export.Dim("B", min=1, max=64)
     shapes = tuple({0: B} for _ in INPUTS)
-    tmp = path.with_name(path.name + ".tmp.onnx")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            prog = torch.onnx.export(graph, args, dynamo=True, input_names=list(INPUTS), output_names=list(OUTPUTS),
-                                     dynamic_shapes=shapes, opset_version=OPSET, verbose=False)
-        except Exception as e:
-            raise EdgekdError(f"streaming ONNX export failed for {ck.preset or 'model'}: {str(e).splitlines()[0]}") from e
+
+    def export(tmp: Path) -> None:
+        prog = torch.onnx.export(graph, args, dynamo=True, input_names=list(INPUTS), output_names=list(OUTPUTS),
+                                 dynamic_shapes=shapes, opset_version=OPSET, verbose=False)
         prog.save(str(tmp), external_data=False)
-    m = onnx.load(str(tmp))
-    tmp.unlink()
+
+    m = exported_graph(graph, [ck.dims.to_dict(), chunk], export, path,
+                       f"streaming ONNX export failed for {ck.preset or 'model'}")
     got = tuple(i.name for i in m.graph.input)
     if got != INPUTS:  # sherpa binds inputs by position: a dropped or reordered input is a broken file
         raise EdgekdError(f"streaming export produced inputs {got}, the NeMo contract needs {INPUTS}")

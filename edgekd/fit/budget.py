@@ -5,8 +5,15 @@
       rtf: 0.1               # processing seconds per audio second, at the device's thread count
       memory: 64MB           # model memory: weights + peak live activations (the runtime's own excluded)
       size: 5MB              # artifact file size
-      latency_ms: 500        # one 10 s offline inference
+      latency_ms: 500        # offline: one 10 s inference; streaming: word-to-text, see below
       threads: 1             # threads the app gives the recognizer (default: the device's)
+      streaming: true        # a streaming (chunked, cache-aware) student for sherpa-onnx online
+      chunk_ms: 320          # streaming only: this chunk size (default: search 160/320/640)
+
+A streaming budget's `rtf` is per chunk (compute / chunk duration) and its `latency_ms` is the
+worst-case delay of a word's text: the chunk it falls in, the front end's lookahead (3 frames),
+then that chunk's compute. The device profile's latency budget (an offline 10 s inference) does
+not carry over to a streaming one.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class Budget:
     size_mb: Optional[float] = None
     latency_ms: Optional[float] = None
     threads: Optional[int] = None
+    streaming: bool = False
+    chunk_ms: Optional[int] = None
 
     def __post_init__(self):
         self._verify()
@@ -54,6 +63,8 @@ class Budget:
                 raise ConfigError(f"fit.{k}: must be > 0, got {v}")
         if self.rtf is not None and self.rtf >= 1:
             raise ConfigError(f"fit.rtf: {self.rtf} >= 1 would not keep up with live audio; use a value below 1")
+        if self.chunk_ms is not None and (not self.streaming or self.chunk_ms <= 0):
+            raise ConfigError(f"fit.chunk_ms: {self.chunk_ms} needs streaming: true and a value > 0")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"fit.threads: must be >= 1, got {self.threads}")
         if not any(getattr(self, k) is not None for k in ("rtf", "memory_mb", "size_mb", "latency_ms")):
@@ -79,21 +90,26 @@ def load_budget(block: dict[str, Any], devices_dir: str | None = None) -> Budget
 
     if not isinstance(block, dict) or "device" not in block:
         raise ConfigError("fit: needs a `device:` (a profile in devices/, e.g. rpi4)")
-    allowed = {"device", "rtf", "memory", "size", "latency_ms", "threads"}
+    allowed = {"device", "rtf", "memory", "size", "latency_ms", "threads", "streaming", "chunk_ms"}
     unknown = sorted(set(block) - allowed)
     if unknown:
         raise ConfigError(f"fit: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     dev = load_device(str(block["device"]), devices_dir)
     given = {k: v for k, v in block.items() if v is not None}
+    streaming = given.get("streaming", False)
+    if not isinstance(streaming, bool):
+        raise ConfigError(f"fit.streaming: true or false, got {streaming!r}")
     try:
         rtf = float(given["rtf"]) if "rtf" in given else dev.budgets.max_rtf
-        lat = float(given["latency_ms"]) if "latency_ms" in given else dev.budgets.max_latency_ms
+        lat = float(given["latency_ms"]) if "latency_ms" in given else (None if streaming else
+                                                                          dev.budgets.max_latency_ms)
         threads = int(given["threads"]) if "threads" in given else None
+        chunk = int(given["chunk_ms"]) if "chunk_ms" in given else None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"fit: {e}") from None
     mem = parse_mb(given["memory"], "memory") if "memory" in given else dev.budgets.max_memory_mb
     size = parse_mb(given["size"], "size") if "size" in given else None
-    return Budget(dev.name, rtf, mem, size, lat, threads)
+    return Budget(dev.name, rtf, mem, size, lat, threads, streaming, chunk)
 
 
 BUDGET_KEYS = tuple(f.name for f in fields(Budget))

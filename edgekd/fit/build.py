@@ -2,7 +2,9 @@
 
 Pruning uses the prune stage (`run_prune`: torch-pruning + a KD fine-tune); precision uses the
 export code (`export_onnx` + `quantize`); the WER is onnxruntime's greedy transcript of the test
-set through `run_eval("onnx:...")`, i.e. the file that would ship, not the PyTorch model.
+set through `run_eval("onnx:...")`, i.e. the file that would ship, not the PyTorch model. A
+streaming variant is exported per chunk size (`export_streaming_onnx`, a sherpa-onnx online
+package) and scored by sherpa-onnx's online recognizer, the runtime it ships for.
 """
 
 from __future__ import annotations
@@ -14,16 +16,13 @@ from edgekd.atomic import atomic_write
 from edgekd.fit.space import Variant
 
 
-def _base(v: Variant, checkpoint: Path, root: Path, soft_targets, dev, finetune_steps: int) -> Path:
-    """The fp32 ONNX of the (pruned) architecture, built once per (architecture, ratio)."""
+def _weights(v: Variant, checkpoint: Path, root: Path, soft_targets, dev, finetune_steps: int) -> Path:
+    """The variant's weights: the fully trained checkpoint, pruned (once per architecture and ratio)."""
     from edgekd.export import PruneOptions, run_prune
-    from edgekd.export.onnx import export_onnx
-    from edgekd.models import load_checkpoint
 
     d = root / v.stem
-    onnx = d / "model.onnx"
-    if onnx.exists():
-        return onnx
+    if (d / "checkpoint").exists():
+        return variant_checkpoint(v, root)
     ckpt = checkpoint
     if v.prune:
         if not (d / "prune" / "manifest.json").exists():
@@ -31,12 +30,37 @@ def _base(v: Variant, checkpoint: Path, root: Path, soft_targets, dev, finetune_
                       soft_targets=soft_targets, dev_manifest=dev, progress=False)
         ckpt = d / "prune" / "model.safetensors"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "checkpoint").write_text(str(ckpt))  # which weights this ONNX holds
-    return export_onnx(load_checkpoint(ckpt), onnx)
+    atomic_write(d / "checkpoint", str(ckpt))  # which weights this folder's ONNX files hold
+    return ckpt
+
+
+def _base(v: Variant, root: Path) -> Path:
+    """The fp32 offline ONNX of the variant's weights, built once per (architecture, ratio)."""
+    from edgekd.export.onnx import export_onnx
+    from edgekd.models import load_checkpoint
+
+    onnx = root / v.stem / "model.onnx"
+    if not onnx.exists():
+        export_onnx(load_checkpoint(variant_checkpoint(v, root)), onnx)
+    return onnx
+
+
+def _streaming_base(v: Variant, root: Path) -> Path:
+    """The fp32 streaming package of the variant's weights for its chunk size (once per chunk)."""
+    from edgekd.export.streaming import export_streaming_onnx
+    from edgekd.fit.space import chunk_frames
+    from edgekd.models import load_checkpoint
+
+    onnx = variant_onnx(Variant(v.arch, v.prune, "fp32", v.chunk_ms), root)
+    if not onnx.exists():
+        ck = load_checkpoint(variant_checkpoint(v, root))
+        export_streaming_onnx(ck, onnx, chunk_frames(ck.dims, v.chunk_ms, ck.featurizer.frame_rate))
+    return onnx
 
 
 def variant_onnx(v: Variant, root: Path) -> Path:
-    return root / v.stem / ("model.onnx" if v.precision == "fp32" else f"model.{v.precision}.onnx")
+    d = root / v.stem / (f"c{v.chunk_ms}" if v.chunk_ms else "")
+    return d / ("model.onnx" if v.precision == "fp32" else f"model.{v.precision}.onnx")
 
 
 def variant_checkpoint(v: Variant, root: Path) -> Path:
@@ -53,17 +77,35 @@ def build_variant(v: Variant, checkpoint: Path, root: Path, *, soft_targets, dev
     res = root / f"{v.name}.wer.json"
     if res.exists():
         return json.loads(res.read_text())
-    fp32 = _base(v, checkpoint, root, soft_targets, dev, finetune_steps)
+    _weights(v, checkpoint, root, soft_targets, dev, finetune_steps)
+    fp32 = _streaming_base(v, root) if v.chunk_ms else _base(v, root)
     path = variant_onnx(v, root)
     if not path.exists():
         cal = None
-        if v.precision.startswith("int8"):
+        if v.precision.startswith("int8") and not v.chunk_ms:
             ck = load_checkpoint(variant_checkpoint(v, root))
             cal = calibration_features(dev, ck.featurizer, 16)
-        quantize(fp32, path, v.precision, calibration=cal)
-    m = run_eval(f"onnx:{path}", test, root / f"{v.name}.eval", progress=False)
+        # streaming: MatMul-only dynamic int8, what the sherpa-onnx online package ships
+        quantize(fp32, path, v.precision, calibration=cal, **({"fallback": False} if v.chunk_ms else {}))
+    m = (score_online(path, test, root / f"{v.name}.eval") if v.chunk_ms else
+         run_eval(f"onnx:{path}", test, root / f"{v.name}.eval", progress=False))
     atomic_write(res, json.dumps({"wer": m["wer"], "cer": m.get("cer"), "onnx": str(path)}))
     return json.loads(res.read_text())
+
+
+def score_online(onnx: Path, test, out: Path) -> dict:
+    """WER/CER of sherpa-onnx's online recognizer on the labelled `test` manifest (hyps.jsonl kept)."""
+    from edgekd.audio import load_audio
+    from edgekd.decode import wer_cer
+    from edgekd.export.runtime import SherpaOnline
+    from edgekd.manifest import read_manifest, write_jsonl
+
+    rt = SherpaOnline(onnx)
+    utts = [u for u in read_manifest(test) if u.text]
+    hyps = [rt.decode(load_audio(u.audio, rt.sample_rate)).text for u in utts]
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "hyps.jsonl", [{"id": u.id, "ref": u.text, "hyp": h} for u, h in zip(utts, hyps)])
+    return wer_cer([u.text for u in utts], hyps)
 
 
 def measure_host(device, onnx: Path, threads: int | None, seconds: float) -> dict[str, float]:
@@ -74,3 +116,48 @@ def measure_host(device, onnx: Path, threads: int | None, seconds: float) -> dic
                                                     warmup=1, iterations=5)}
     return {"rtf": recs["rtf"]["value"], "peak_rss_mb": recs["peak_rss"]["value"],
             "host_threads": recs["rtf"]["pinned"]["host_threads"]}
+
+
+def export_streaming_winner(checkpoint: Path, chunk_ms: int, out: Path, test, verify_utts: int) -> Path:
+    """The streaming winner as a sherpa-onnx online package (fp32 + MatMul-only int8), verified the
+    way `edgekd verify` gates artifacts: sherpa-onnx's online transcript against edgekd's own
+    PyTorch streaming transcript (identical share, on the test set plus >= 30 s of long audio),
+    and WER against the references; the gates are `edgekd.export.verify.GATES`."""
+    import time
+
+    from edgekd.decode import wer_cer
+    from edgekd.export.runtime import SherpaOnline, normalize
+    from edgekd.export.streaming import stream_text, write_streaming_package
+    from edgekd.export.verify import GATES, verify_set
+    from edgekd.fit.space import chunk_frames
+    from edgekd.manifest import StageManifest
+    from edgekd.models import load_checkpoint
+
+    t0 = time.time()
+    ck = load_checkpoint(checkpoint)
+    chunk = chunk_frames(ck.dims, chunk_ms, ck.featurizer.frame_rate)
+    write_streaming_package(ck, out, chunk)
+    utts = verify_set(ck, test, verify_utts)
+    refs = [u.text for u in utts]
+    torch_hyps = [normalize(stream_text(ck, u.wave, chunk)) for u in utts]
+    rows, failed = [{"artifact": "pytorch-streaming", **wer_cer(refs, torch_hyps), "identical": 1.0}], []
+    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8-dynamic")):
+        rt = SherpaOnline(out / name)
+        hyps = [rt.decode(u.wave).text for u in utts]
+        same = [h == t for h, t in zip(hyps, torch_hyps)]
+        row = {"artifact": name, "runtime": "sherpa-onnx-online", "precision": precision, **wer_cer(refs, hyps),
+               "identical": sum(same) / len(same),
+               "identical_long": (sum(s for s, u in zip(same, utts) if u.long) / sum(u.long for u in utts)
+                                  if any(u.long for u in utts) else None)}
+        row["ok"] = row["identical"] >= GATES[precision].min_identical
+        if not row["ok"]:
+            failed.append(name)
+        rows.append(row)
+    atomic_write(out / "verify.table.json", json.dumps({"title": f"streaming winner ({chunk_ms} ms chunks) vs "
+                                                                 "PyTorch streaming", "rows": rows}, indent=1))
+    m = StageManifest(stage="export", config={"checkpoint": str(checkpoint), "chunk_ms": chunk_ms},
+                      outputs={"model": "model.onnx", "int8": "model.int8.onnx", "tokens": "tokens.txt",
+                               "verify": "verify.table.json"},
+                      metrics={"failed": failed, "utterances": len(utts)}, timings={"wall_s": round(time.time() - t0, 1)})
+    m.add_inputs(checkpoint, test)
+    return m.save(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 from edgekd.atomic import atomic_write
 from edgekd.config import to_dict
 from edgekd.fit.budget import Budget
-from edgekd.fit.build import variant_checkpoint, variant_onnx
+from edgekd.fit.build import export_streaming_winner, variant_checkpoint, variant_onnx
 from edgekd.fit.space import Variant
 from edgekd.manifest import StageManifest
 from edgekd.tables import table_text
@@ -55,7 +55,7 @@ def _plot(rows: list[dict], front: list[dict], winner: dict | None, b: Budget, p
     if b.rtf:
         ax.axvline(b.rtf, color="r", lw=1, label=f"RTF budget {b.rtf}")
     ax.set_xlabel(f"estimated RTF on {b.device} (threads: {b.threads or 'device default'})")
-    ax.set_ylabel("test WER % (onnxruntime)")
+    ax.set_ylabel("test WER % (" + ("sherpa-onnx online" if b.streaming else "onnxruntime") + ")")
     ax.set_title(f"fit: {b.device}")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -76,13 +76,14 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
         scored = [r for r in dev_rows if r["wer"] is not None]
         ok = [r for r in scored if r["fits"]]
         # ties broken on every budgeted cost, so the winner is never dominated: it is on the front
-        winner = min(ok, key=lambda r: (r["wer"], r["rtf"], r["memory_mb"], r["size_mb"])) if ok else None
-        front = pareto(scored)
+        keys = ("wer", "rtf", "memory_mb", "size_mb") + (("latency_ms",) if b.streaming else ())
+        winner = min(ok, key=lambda r: tuple(r[k] for k in keys)) if ok else None
+        front = pareto(scored, keys)  # streaming: chunk size trades latency for WER, so latency is a key
         _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
         measured = {}
         if measure and winner:
             for r in [winner] + [r for r in ok if r is not winner and _near_budget(r, b, ESTIMATE_BAND)]:
-                v = Variant(r["arch"], r["prune"], r["precision"])
+                v = Variant(r["arch"], r["prune"], r["precision"], r.get("chunk_ms", 0))
                 measured[r["variant"]] = measure(devices[b.device], variant_onnx(v, out / "variants"), b.threads,
                                                  opts.seconds)
         info = {"budget": b.limits(), "winner": winner and winner["variant"], "candidates": len(dev_rows),
@@ -94,19 +95,23 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             if winner["variant"] in measured:
                 m = measured[winner["variant"]]
                 info["measured_meets_rtf"] = b.rtf is None or m["rtf"] <= b.rtf
-            ckpt = variant_checkpoint(Variant(winner["arch"], winner["prune"], winner["precision"]), out / "variants")
+            wv = Variant(winner["arch"], winner["prune"], winner["precision"], winner.get("chunk_ms", 0))
+            ckpt = variant_checkpoint(wv, out / "variants")
             q = () if winner["precision"] == "fp32" else (winner["precision"],)
             exp = out / f"winner-{b.device}"
             if not (exp / "manifest.json").exists():
-                run_export(ExportOptions(quantize=q, tflite=(), verify_utts=opts.verify_utts, bundle_utts=0),
-                           ckpt, exp,
-                           test_manifest=test_manifest, progress=False)
+                if wv.chunk_ms:
+                    export_streaming_winner(ckpt, wv.chunk_ms, exp, test_manifest, opts.verify_utts)
+                else:
+                    run_export(ExportOptions(quantize=q, tflite=(), verify_utts=opts.verify_utts, bundle_utts=0),
+                               ckpt, exp, test_manifest=test_manifest, progress=False)
             info["export"] = {"dir": str(exp), "failed_checks": StageManifest.load(exp).metrics["failed"]}
         metrics[b.device] = info
         md.append(f"### {b.device}: budget {b.limits()}\n")
         md.append(f"winner: **{info['winner']}**" + (f", WER {winner['wer'] * 100:.1f} %, margins "
                                                       f"{info['margins']}" if winner else " (none scored)") + "\n")
         table = [{"variant": r["variant"], "WER %": round(r["wer"] * 100, 1),
+                  **({"latency ms est": round(r["latency_ms"], 1)} if b.streaming else {}),
                   "CER %": round(r["cer"] * 100, 1) if r.get("cer") is not None else None,
                   "RTF est": round(r["rtf"], 4),
                   "memory MB est": round(r["memory_mb"], 1), "size MB": round(r["size_mb"], 2),

@@ -20,8 +20,20 @@ from edgekd.atomic import atomic_write
 from edgekd.errors import EdgekdError
 from edgekd.fit.budget import Budget
 from edgekd.fit.report import write_results
-from edgekd.fit.space import DEPTHS, PRECISIONS, PRESETS, PRUNE_RATIOS, WIDTHS, Arch, architectures, cost_variants, \
-    variants
+from edgekd.fit.space import (
+    CHUNKS_MS,
+    DEPTHS,
+    PRECISIONS,
+    PRESETS,
+    PRUNE_RATIOS,
+    STREAMING_PRECISIONS,
+    WIDTHS,
+    Arch,
+    architectures,
+    chunk_frames,
+    cost_variants,
+    variants,
+)
 from edgekd.manifest import StageManifest
 
 
@@ -32,6 +44,7 @@ class FitOptions:
     depths: tuple[int, ...] = DEPTHS
     precisions: tuple[str, ...] = PRECISIONS
     prune_ratios: tuple[float, ...] = PRUNE_RATIOS
+    chunks_ms: tuple[int, ...] = CHUNKS_MS  # streaming budgets without chunk_ms search these
     proxy_steps: int = 150  # short KD run per architecture
     full_steps: int = 1000  # full KD run of the best `top_k`
     top_k: int = 3  # architectures trained fully per device
@@ -51,20 +64,23 @@ class FitOptions:
     def _verify(self):
         if self.proxy_steps < 1 or self.full_steps < self.proxy_steps or self.top_k < 1 or self.workers < 1:
             raise ValueError("need proxy_steps >= 1, full_steps >= proxy_steps, top_k >= 1, workers >= 1")
-        if not self.widths or not self.depths or not self.precisions:
-            raise ValueError("widths, depths and precisions must not be empty")
+        if not self.widths or not self.depths or not self.precisions or not self.chunks_ms:
+            raise ValueError("widths, depths, precisions and chunks_ms must not be empty")
 
 
 def _distil(job: tuple) -> dict:
     """One KD run in a worker process (one torch thread): returns the run's best dev scores."""
-    preset, steps, soft_targets, out, dev, human, lr, max_frames, threads, precision = job
+    preset, steps, soft_targets, out, dev, human, lr, max_frames, threads, precision, streaming = job
     from edgekd.distil import DistilOptions, run_distil
+    from edgekd.train.chunks import ChunkTraining
     from edgekd.train.loop import LoopOptions
 
     if not (Path(out) / "manifest.json").exists():
         loop = LoopOptions(max_steps=steps, lr=lr, warmup_steps=max(1, steps // 10), eval_every=steps,
                            ckpt_every=max(1, steps // 2), threads=threads, precision=precision, progress=False)
-        run_distil(DistilOptions(preset=preset, max_frames=max_frames, loop=loop), soft_targets, out,
+        # streaming: dynamic chunks, dev CER scored chunk-wise (ChunkTraining.eval_chunk)
+        run_distil(DistilOptions(preset=preset, max_frames=max_frames, loop=loop,
+                                 streaming=ChunkTraining() if streaming else None), soft_targets, out,
                    human_labels=human, dev_manifest=dev)
     return StageManifest.load(out).metrics["best"] or {}
 
@@ -82,7 +98,23 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
     st = SoftTargets(soft_targets)
     featurizer = FeaturizerConfig.from_dict(st.meta["featurizer"]) if "featurizer" in st.meta else FeaturizerConfig()
     devices = {b.device: load_device(b.device) for b in budgets}
-    archs = architectures(len(st.tokens), featurizer.n_mels, opts.widths, opts.depths, opts.presets)
+    from edgekd.train.chunks import ChunkTraining
+
+    # offline architectures for offline budgets, their streaming twins for streaming ones
+    grid = (len(st.tokens), featurizer.n_mels, opts.widths, opts.depths, opts.presets)
+    archs = ((architectures(*grid) if any(not b.streaming for b in budgets) else []) +
+             (architectures(*grid, streaming=ChunkTraining()) if any(b.streaming for b in budgets) else []))
+    chunks = sorted({c for b in budgets if b.streaming for c in ((b.chunk_ms,) if b.chunk_ms else opts.chunks_ms)})
+    for c in chunks:  # a chunk that is not whole output frames: one line before any work
+        chunk_frames(archs[-1].dims, c, featurizer.frame_rate)
+    precisions = {False: opts.precisions, True: tuple(p for p in opts.precisions if p in STREAMING_PRECISIONS)}
+
+    def variants_of(a: Arch, b: Budget | None = None):
+        vs = variants(a, precisions[a.streaming], opts.prune_ratios, chunks)
+        return [v for v in vs if b is None or not b.chunk_ms or v.chunk_ms == b.chunk_ms]
+
+    def serves(a: Arch, b: Budget) -> bool:
+        return a.streaming == b.streaming
     presets = out / "presets"
     presets.mkdir(exist_ok=True)
     for a in archs:  # each architecture is a preset file: distil and checkpoints name it
@@ -95,23 +127,24 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
 
     costs: dict[str, dict] = {}
     for i, a in enumerate(archs):
-        todo = [b for b in budgets if not (out / "cost" / f"{key(a, b)}.json").exists()]
-        if todo:  # one export per architecture, estimated for every device still missing
-            got = cost_variants(a, variants(a, opts.precisions, opts.prune_ratios),
-                                [(devices[b.device], b.threads) for b in todo], featurizer=featurizer,
-                                tokens=st.tokens, seconds=opts.seconds)
+        mine = [b for b in budgets if serves(a, b)]
+        todo = [b for b in mine if not (out / "cost" / f"{key(a, b)}.json").exists()]
+        if todo:  # one export per architecture (and chunk), estimated for every device still missing
+            got = cost_variants(a, variants_of(a), [(devices[b.device], b.threads) for b in todo],
+                                featurizer=featurizer, tokens=st.tokens, seconds=opts.seconds)
             for b, c in zip(todo, got):
                 atomic_write(out / "cost" / f"{key(a, b)}.json", json.dumps(c, indent=1))
-        for b in budgets:
+        for b in mine:
             costs[key(a, b)] = json.loads((out / "cost" / f"{key(a, b)}.json").read_text())
         log(f"fit: costed {i + 1}/{len(archs)} architectures")
     rows = []
     for a in archs:
-        for b in budgets:
+        for b in (b for b in budgets if serves(a, b)):
             c = costs[key(a, b)]
-            for v in variants(a, opts.precisions, opts.prune_ratios):
+            for v in variants_of(a, b):
                 rows.append({"device": b.device, "arch": a.name, "variant": v.name, "prune": v.prune,
-                             "precision": v.precision, **c[v.name], "fits": b.fits(c[v.name])})
+                             "precision": v.precision, "chunk_ms": v.chunk_ms, **c[v.name],
+                             "fits": b.fits(c[v.name])})
     for b in budgets:
         if not any(r["fits"] for r in rows if r["device"] == b.device):
             small = min((r for r in rows if r["device"] == b.device), key=lambda r: r["rtf"])
@@ -126,7 +159,7 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
     def job(a: Arch, steps: int, kind: str):
         return (str(presets / f"{a.name}.yaml"), steps, str(soft_targets), str(out / "train" / f"{a.name}-{kind}"),
                 str(dev_manifest), str(human_labels) if human_labels else None, opts.lr, opts.max_frames, 1,
-                opts.precision)
+                opts.precision, a.streaming)
 
     with ProcessPoolExecutor(opts.workers, mp_context=get_context("spawn")) as ex:
         proxy = dict(zip([a.name for a in trainable], ex.map(_distil, [job(a, opts.proxy_steps, "proxy")
@@ -151,7 +184,7 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
 
     scores: dict[str, dict] = {}
     for n in chosen:
-        for v in variants(by_name[n], opts.precisions, opts.prune_ratios):
+        for v in variants_of(by_name[n]):
             if any(r["fits"] for r in rows if r["variant"] == v.name):
                 scores[v.name] = build_variant(v, out / "train" / f"{n}-full" / "model.safetensors", out / "variants",
                                             soft_targets=soft_targets, dev=dev_manifest, test=test_manifest,

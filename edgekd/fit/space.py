@@ -1,7 +1,10 @@
 """The search space of `edgekd fit` and its cost model.
 
 A candidate is an architecture (conformer dims: the student presets plus widths and depths
-between and around them) and a variant of it: a structured-pruning ratio and a precision. Latency
+between and around them; offline, or streaming: causal conv + chunked attention with a left
+context) and a variant of it: a structured-pruning ratio, a precision, and for a streaming
+architecture the chunk size it is exported for (one streaming model serves every chunk size it
+was trained on, so chunks share weights and training). Latency
 and memory do not depend on the weights, so every candidate is costed *before any training*: a
 randomly initialised model of its dims is built (and pruned with the same torch-pruning code the
 prune stage uses, so the shapes are exact), exported to ONNX, quantized, and run through the
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from edgekd.errors import ConfigError
 from edgekd.models import load_preset
 from edgekd.models.conformer import ConformerDims
 
@@ -25,6 +29,8 @@ PRECISIONS = ("fp32", "fp16", "int8-dynamic")  # int8-static: opt-in only (slowe
 PRUNE_RATIOS = (0.0, 0.5)
 WIDTHS = (64, 96, 128, 160)  # d_model; ffn = 8/3 x d_model rounded to 32 (the presets' ratio)
 DEPTHS = (4, 6, 8)
+STREAMING_PRECISIONS = ("fp32", "int8-dynamic")  # what the sherpa-onnx online package ships
+CHUNKS_MS = (160, 320, 640)  # streaming chunk sizes searched when a budget leaves chunk_ms out
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,17 @@ class Arch:
     name: str
     dims: ConformerDims
 
+    @property
+    def streaming(self) -> bool:
+        return self.dims.causal
+
 
 @dataclass(frozen=True)
 class Variant:
     arch: str
     prune: float
     precision: str
+    chunk_ms: int = 0  # streaming: the chunk the file is exported for; 0 = offline
 
     @property
     def stem(self) -> str:
@@ -46,14 +57,31 @@ class Variant:
 
     @property
     def name(self) -> str:
-        return f"{self.stem}-{self.precision}"
+        return f"{self.stem}-{f'c{self.chunk_ms}-' if self.chunk_ms else ''}{self.precision}"
 
 
 PRESETS = ("student-xs", "student-s")
+STREAMING_SUFFIX = "-stream"  # a streaming architecture's name: its offline twin's + this
 
 
-def architectures(vocab_size: int, n_mels: int = 80, widths=WIDTHS, depths=DEPTHS, presets=PRESETS) -> list[Arch]:
-    """The student presets plus a width x depth grid (ffn 8/3 x width, the presets' ratio; 4 heads)."""
+def chunk_frames(dims: ConformerDims, chunk_ms: float, frame_rate: float = 100.0) -> int:
+    """Output frames in a chunk of `chunk_ms` (40 ms each at a 10 ms hop and subsampling 4)."""
+    step = 1000.0 * dims.subsampling / frame_rate
+    n = chunk_ms / step
+    if n < 1 or abs(n - round(n)) > 1e-6:
+        raise ConfigError(f"fit.chunk_ms: {chunk_ms:g} ms is not a whole number of {step:g} ms output frames "
+                          f"(e.g. {', '.join(f'{int(step * k)}' for k in (4, 8, 16))})")
+    return int(round(n))
+
+
+def architectures(vocab_size: int, n_mels: int = 80, widths=WIDTHS, depths=DEPTHS, presets=PRESETS,
+                  streaming=None) -> list[Arch]:
+    """The student presets plus a width x depth grid (ffn 8/3 x width, the presets' ratio; 4 heads).
+    `streaming` (a ChunkTraining) gives the streaming twins instead: same dims, causal conv and
+    chunked attention with its left context, named `<offline name>-stream`."""
+    if streaming is not None:
+        return [Arch(a.name + STREAMING_SUFFIX, streaming.streaming_dims(a.dims))
+                for a in architectures(vocab_size, n_mels, widths, depths, presets)]
     out = {p: load_preset(p, vocab_size, n_mels) for p in presets}
     base = load_preset("student-xs", vocab_size, n_mels)
     for w in widths:
@@ -66,7 +94,9 @@ def architectures(vocab_size: int, n_mels: int = 80, widths=WIDTHS, depths=DEPTH
     return [Arch(k, v) for k, v in out.items()]
 
 
-def variants(arch: Arch, precisions=PRECISIONS, prune_ratios=PRUNE_RATIOS) -> list[Variant]:
+def variants(arch: Arch, precisions=PRECISIONS, prune_ratios=PRUNE_RATIOS, chunks_ms=CHUNKS_MS) -> list[Variant]:
+    if arch.streaming:
+        return [Variant(arch.name, r, p, int(c)) for r in prune_ratios for c in chunks_ms for p in precisions]
     return [Variant(arch.name, r, p) for r in prune_ratios for p in precisions]
 
 
@@ -102,28 +132,78 @@ def shape_graph(ck, path: Path) -> Path:
     return path
 
 
+def streaming_shape_graph(ck, chunk: int, path: Path) -> Path:
+    """The NeMo cache-aware graph (`edgekd.export.streaming`) of `ck` for chunks of `chunk` output
+    frames, via the TorchScript exporter, with the streaming metadata the estimator reads. On
+    student-xs-stream it has the MACs of the dynamo export and outputs within 1e-6 (checked when
+    this was written); the shipped streaming file still comes from `export_streaming_onnx`."""
+    import warnings
+
+    from edgekd.export.onnx import set_metadata
+    from edgekd.export.streaming import (
+        INPUTS,
+        OUTPUTS,
+        NemoStreamingGraph,
+        streaming_metadata,
+    )
+    from edgekd.models.streaming import StreamingStep, cache_shapes, window_frames
+
+    k, c = cache_shapes(ck.dims)
+    win = window_frames(ck.dims, chunk)
+    args = (torch.randn(2, ck.dims.n_mels, win), torch.full((2,), win, dtype=torch.int64), torch.randn(2, *k),
+            torch.randn(2, *c), torch.tensor([0, ck.dims.left_context], dtype=torch.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(NemoStreamingGraph(StreamingStep(ck.model.eval(), chunk)).eval(), args, str(path),
+                          input_names=list(INPUTS), output_names=list(OUTPUTS), opset_version=18, dynamo=False,
+                          dynamic_axes={n: {0: "B"} for n in INPUTS + OUTPUTS})
+    set_metadata(path, streaming_metadata(ck, chunk))
+    return path
+
+
+def _offline_cost(rec: dict) -> dict[str, float]:
+    return {"rtf": rec["rtf"], "latency_ms": rec["latency_est"], "memory_mb": rec["memory_est"],
+            "size_mb": rec["model_size"], "params": rec["params"], "macs": rec["macs"]}
+
+
+def _streaming_cost(rec: dict, chunk_ms: float, lookahead_ms: float) -> dict[str, float]:
+    """Per chunk: compute (one call of the graph), rtf = compute / chunk, and the latency a word's
+    text can have at worst: it waits for its chunk and the lookahead, then the chunk's compute."""
+    compute = rec.get("chunk_latency_est", rec["latency_est"])
+    return {"rtf": compute / chunk_ms, "latency_ms": chunk_ms + lookahead_ms + compute, "chunk_compute_ms": compute,
+            "memory_mb": rec["memory_est"], "size_mb": rec["model_size"], "params": rec["params"], "macs": rec["macs"]}
+
+
 def cost_variants(arch: Arch, vs: list[Variant], targets: list[tuple], *, featurizer, tokens,
                   seconds: float = 10.0) -> list[dict[str, dict[str, float]]]:
     """Per (device, threads) in `targets`: estimated {rtf, latency_ms, memory_mb, size_mb, params,
-    macs} per variant name.
+    macs} per variant name (streaming adds chunk_compute_ms; its latency_ms is word-to-text, see
+    `_streaming_cost`; an offline one's is one `seconds` inference).
 
     Export (`shape_graph`) + quantize of a random model of the right shape, once for all targets:
     weights change nothing the estimator reads (shapes, op types, precisions)."""
     from edgekd.export.quantize import quantize
+    from edgekd.models.streaming import shift_frames, window_frames
     from edgekd.profile.estimate import estimate_records
 
     out: list[dict[str, dict[str, float]]] = [{} for _ in targets]
+    hop_ms = 1000.0 / featurizer.frame_rate
     with tempfile.TemporaryDirectory() as td:
         for prune in sorted({v.prune for v in vs}):
             ck = _random_checkpoint(arch.dims, featurizer, tokens, prune)
-            fp32 = shape_graph(ck, Path(td) / f"p{prune}.onnx")
-            for v in (v for v in vs if v.prune == prune):
-                p = fp32 if v.precision == "fp32" else quantize(fp32, Path(td) / f"p{prune}.{v.precision}.onnx",
-                                                               v.precision, fallback=False)
-                for i, (device, threads) in enumerate(targets):
-                    rec = {r["metric"]: r["value"] for r in estimate_records(p, device, seconds=seconds,
-                                                                             threads=threads)}
-                    out[i][v.name] = {"rtf": rec["rtf"], "latency_ms": rec["latency_est"],
-                                      "memory_mb": rec["memory_est"], "size_mb": rec["model_size"],
-                                      "params": rec["params"], "macs": rec["macs"]}
+            for chunk_ms in sorted({v.chunk_ms for v in vs if v.prune == prune}):
+                stem = Path(td) / f"p{prune}-c{chunk_ms}"
+                if chunk_ms:
+                    chunk = chunk_frames(ck.dims, chunk_ms, featurizer.frame_rate)
+                    fp32 = streaming_shape_graph(ck, chunk, stem.with_suffix(".onnx"))
+                    lookahead = (window_frames(ck.dims, chunk) - shift_frames(ck.dims, chunk)) * hop_ms
+                else:
+                    fp32 = shape_graph(ck, stem.with_suffix(".onnx"))
+                for v in (v for v in vs if v.prune == prune and v.chunk_ms == chunk_ms):
+                    p = fp32 if v.precision == "fp32" else quantize(fp32, Path(f"{stem}.{v.precision}.onnx"),
+                                                                   v.precision, fallback=False)
+                    for i, (device, threads) in enumerate(targets):
+                        rec = {r["metric"]: r["value"] for r in estimate_records(p, device, seconds=seconds,
+                                                                                 threads=threads)}
+                        out[i][v.name] = (_streaming_cost(rec, chunk_ms, lookahead) if chunk_ms else _offline_cost(rec))
     return out
