@@ -37,7 +37,7 @@ def fit(
 ):
     """Search width/depth, pruning and precision for the most accurate student under each budget.
 
-    Usage: edgekd fit --device pixel7 --streaming --chunk-ms 320 --latency-ms 400 --pseudolabels runs/pl --dev data/corpus/target/dev.jsonl --test data/corpus/target/test.jsonl --out runs/fit-stream
+    A streaming student: add `--streaming [--chunk-ms 320] --latency-ms 400` (sherpa-onnx online).
 
     Usage: edgekd fit --device rpi4 --rtf 0.1 --mem 64MB --pseudolabels runs/pl --dev data/corpus/target/dev.jsonl --test data/corpus/target/test.jsonl --out runs/fit
     """
