@@ -161,8 +161,10 @@ def estimate_records(model: str | Path, device: Device, *, seconds: float = 10.0
     cost = analyze(proto, frames)
     est = estimate_latency(cost, device, threads, runtime="onnxruntime")  # an .onnx file runs on onnxruntime
     files = model_files(model)
-    quant = quantization or ("int8" if any(o.precision == "int8" for o in cost.ops) else
-                             "fp16" if any(o.precision == "fp16" for o in cost.ops) else "fp32")
+    # the file's own label first (as the runner reads it, so estimated and measured rows pair up)
+    quant = quantization or meta.get("quantization") or (
+        "int8" if any(o.precision == "int8" for o in cost.ops) else
+        "fp16" if any(o.precision == "fp16" for o in cost.ops) else "fp32")
     base = {"schema": "edgekd-bench-1",
             "model": {"name": name or model.stem, "path": str(model), "format": model.suffix.lstrip("."),
                       "quantization": quant, "sha256": sha256_files(files),

@@ -45,12 +45,12 @@ def streaming_rows(records: list[dict], device: Device) -> list[dict]:
 
 
 def latency_plot(rows: list[dict], out_png: str | Path, device: Device) -> Path | None:
-    """Per-chunk compute and end of speech -> final (ms), and RTF, against chunk size: one line per
-    source x quantization x threads. None when no series has two chunk sizes."""
+    """Per-chunk compute (solid) and end of speech -> final (dashed), in ms, and RTF against chunk
+    size: one colour per source x quantization x threads. None when no series has two chunk sizes."""
     series: dict[tuple, list[dict]] = {}
     for r in rows:
         series.setdefault((r["source"], r["quantization"], r["threads"]), []).append(r)
-    series = {k: sorted(v, key=lambda r: r["chunk_ms"]) for k, v in series.items()
+    series = {k: sorted(v, key=lambda r: r["chunk_ms"]) for k, v in sorted(series.items(), key=lambda kv: str(kv[0]))
               if len({r["chunk_ms"] for r in v}) >= 2}
     if not series:
         return None
@@ -58,33 +58,35 @@ def latency_plot(rows: list[dict], out_png: str | Path, device: Device) -> Path 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, (ax, ax_rtf) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    fig, (ax, ax_rtf) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
     markers = {"measured-on-device": "o", "measured-on-host": "s", "estimated": "^"}
-    for i, ((src, quant, threads), pts) in enumerate(sorted(series.items(), key=lambda kv: str(kv[0]))):
-        color, label = f"C{i}", f"{src}, {quant}, {threads} thr"
-        xs = [p["chunk_ms"] for p in pts]
-        for col, style, what in (("chunk_p50_ms", "-", "chunk compute"), ("final_ms", "--", "end of speech -> final")):
-            ys = [(x, p[col]) for x, p in zip(xs, pts) if p[col] is not None]
-            if ys:
-                ax.plot(*zip(*ys), style, marker=markers.get(src, "x"), color=color, label=f"{what}: {label}")
-        ys = [(x, p["rtf"]) for x, p in zip(xs, pts) if p["rtf"] is not None]
-        if ys:
-            ax_rtf.plot(*zip(*ys), "-", marker=markers.get(src, "x"), color=color, label=label)
+    for i, ((src, quant, threads), pts) in enumerate(series.items()):
+        style = dict(marker=markers.get(src, "x"), color=f"C{i}")
+        for col, ls, a in (("chunk_p50_ms", "-", ax), ("final_ms", "--", ax), ("rtf", "-", ax_rtf)):
+            xy = [(p["chunk_ms"], p[col]) for p in pts if p[col] is not None]
+            if xy:
+                a.plot(*zip(*xy), ls, label=f"{src}, {quant}, {threads} thr" if a is ax_rtf else None, **style)
     if device.budgets.max_rtf is not None:
-        ax_rtf.axhline(device.budgets.max_rtf, color="r", ls=":", lw=1, label=f"{device.name} budget")
+        ax_rtf.axhline(device.budgets.max_rtf, color="r", ls=":", lw=1, label=f"{device.name} RTF budget")
     ticks = sorted({r["chunk_ms"] for v in series.values() for r in v})
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
     for a, ylabel in ((ax, "ms"), (ax_rtf, "RTF (compute / audio)")):
         a.set_xscale("log", base=2)
-        a.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        a.set_yscale("log")
+        a.set_xticks(ticks)
+        a.xaxis.set_major_formatter(plain)
+        a.xaxis.set_minor_formatter(NullFormatter())
+        a.yaxis.set_major_formatter(plain)
         a.set_xlabel("chunk (ms)")
         a.set_ylabel(ylabel)
-        a.set_yscale("log")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=6)
-    ax.set_title(f"streaming latency vs chunk size: {device.name}", fontsize=9)
+        a.grid(alpha=0.3, which="both")
+    ax.yaxis.set_minor_formatter(plain)  # ms spans a decade or two: label the minor ticks too
+    ax.set_title(f"{device.name}: per-chunk compute p50 (solid), end of speech -> final (dashed)", fontsize=9)
     ax_rtf.set_title("real-time factor", fontsize=9)
-    fig.tight_layout()
+    fig.legend(*ax_rtf.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     out_png = Path(out_png)
     fig.savefig(out_png)
     plt.close(fig)
