@@ -1,11 +1,14 @@
 """How far the roofline estimator (edgekd/profile/estimate.py) lands from measured latencies.
 
 Usage: nice -n 10 python3 benchmarks/bench_estimate.py [--quick] [--out runs/bench_estimate]
+       python3 benchmarks/bench_estimate.py --only streaming --streaming runs/s16/lat/pkg-*/model*.onnx
 
 (a) This host: conformer CTC artifacts (edgekd presets, random weights, exported like the export
     stage: x (N,T,80) + x_lens, dynamic T), an int8 (dynamic, MatMul-only) variant, and MobileNet
     v1; measured by the runner in a fresh process (1 thread, 10 s of audio, p50) vs the estimate
     on a host profile calibrated by two micro-benchmarks (hostpin.host_device).
+(a') With --streaming: cache-aware streaming files (edgekd.export.streaming), per-chunk compute:
+    the runner's chunk loop (1 thread, 10 s of audio, p50 over chunks) vs the estimate of one window.
 (b) Published on-device figures, for reference architectures rebuilt here with random weights
     (latency depends on shapes, not weight values):
     * MobileNet v1 1.0 224 float, LiteRT benchmark_model, CPU 4 threads, Android 10:
@@ -191,6 +194,21 @@ def host_table(work: Path, quick: bool) -> list[tuple]:
     return rows
 
 
+def streaming_table(files: list[Path], quick: bool) -> list[tuple]:
+    from edgekd.profile.estimate import estimate_records
+
+    dev = host_device(1)
+    print(f"host profile: {dev.description}")
+    rows = []
+    for path in files:
+        recs = run_local(path, seconds=10.0, threads=1, iterations=10 if quick else 20, warmup=2, max_time=30)
+        meas = next(r["value"] for r in recs if r["metric"] == "chunk_latency_p50")
+        est = {r["metric"]: r["value"] for r in estimate_records(path, dev, threads=1)}
+        rows.append((f"{path.parent.name}/{path.name}", est["macs"] / 1e9, meas, est["chunk_latency_est"],
+                     est["chunk_latency_est"] / meas - 1))
+    return rows
+
+
 def published_table(work: Path) -> list[tuple]:
     rows = []
     mob_path = work / "mobilenet_v1.onnx"
@@ -219,21 +237,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench_estimate")
     ap.add_argument("--quick", action="store_true", help="skip teacher-m; fewer iterations")
-    ap.add_argument("--only", choices=("host", "published"), help="run one of the two tables")
+    ap.add_argument("--only", choices=("host", "published", "streaming"), help="run one of the tables")
+    ap.add_argument("--streaming", nargs="+", default=[], type=Path, help="streaming .onnx files: table (a')")
     args = ap.parse_args()
+    if args.only == "streaming" and not args.streaming:
+        ap.error("--only streaming needs --streaming FILE.onnx ...")
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    if args.only != "published":
+    if args.only in (None, "host"):
         _host(work, args.quick)
-    if args.only != "host":
+    if args.only in (None, "streaming") and args.streaming:
+        print("(a') streaming: per-chunk compute, estimate vs measured on this host (1 thread, p50)")
+        _print_host(streaming_table(args.streaming, args.quick))
+    if args.only in (None, "published"):
         _published(work)
     print(f"({time.time() - t0:.0f} s)")
 
 
 def _host(work: Path, quick: bool) -> None:
     print("(a) estimate vs measured on this host (1 thread, p50; conformers at 10 s = 1000 frames)")
-    rows = host_table(work, quick)
+    _print_host(host_table(work, quick))
+
+
+def _print_host(rows: list[tuple]) -> None:
     print(f"{'artifact':<26}{'GMAC':>8}{'measured ms':>13}{'estimate ms':>13}{'error':>9}")
     for name, g, m, e, err in rows:
         print(f"{name:<26}{g:8.3f}{m:13.2f}{e:13.2f}{100 * err:8.0f} %")

@@ -55,31 +55,15 @@ def sherpa_text(rec, wave, sr):
     return normalize(rec.get_result(s))
 
 
-def replay(stream, feats, n_speech, fz, tok):
-    """Per-chunk compute (s) and, in a real-time replay, first-partial and end-of-speech->final (s)."""
-    from edgekd.export.streaming import OUTPUTS
+def replay(stream, feats, n_speech, sample_rate, tok):
+    """Per-chunk compute (s) and, in a real-time replay, first-partial and end-of-speech->final (s):
+    `stream` is the runner's CacheStream, and the definitions are the runner's (edgekd/bench/stream.py)."""
+    from edgekd.bench.stream import Framing
+    from edgekd.bench.stream import replay as realtime
 
-    ck = np.zeros(stream.shapes[0], np.float32)
-    cc = np.zeros(stream.shapes[1], np.float32)
-    cl = np.zeros(1, np.int64)
-    eos = n_speech / fz.sample_rate
-    done, finish, first, computes, ids = 0, 0.0, None, [], []
-    while done + stream.window < len(feats):
-        x = feats[None, done:done + stream.window].transpose(0, 2, 1).astype(np.float32)
-        t0 = time.perf_counter()
-        lp, _, ck, cc, cl = stream.sess.run(list(OUTPUTS), {"audio_signal": x, "length": np.array([stream.window]),
-                                                            "cache_last_channel": ck, "cache_last_time": cc,
-                                                            "cache_last_channel_len": cl})
-        dt = time.perf_counter() - t0
-        computes.append(dt)
-        # last sample the window's last frame reads (kaldi snip_edges=false framing)
-        need = ((done + stream.window - 1) * fz.hop_length + fz.hop_length // 2 + fz.win_length // 2) / fz.sample_rate
-        finish = max(min(need, eos), finish) + dt  # tail padding arrives at once at end of speech
-        ids += lp[0].argmax(-1).tolist()
-        if first is None and tok.ctc_collapse(ids):
-            first = finish
-        done += stream.shift
-    return computes, first, finish - eos
+    stream.reset()
+    return realtime(stream.timed, feats, stream.window, stream.shift, Framing(stream.model.metadata),
+                    n_speech / sample_rate, has_text=lambda ids: bool(tok.ctc_collapse(ids)))
 
 
 def pct(xs, q):
@@ -101,6 +85,8 @@ def main():
     import sherpa_onnx
 
     from edgekd.audio import featurize
+    from edgekd.bench.runner import OnnxModel
+    from edgekd.bench.stream import CacheStream
     from edgekd.decode import wer_cer
     from edgekd.export.streaming import (
         OnnxStream,
@@ -173,9 +159,10 @@ def main():
                 rec("max_abs_diff_logprob", dmax, "nats", model={"format": "onnx", "quantization": q}, chunk_ms=ms)
                 rows[-1] = (rows[-1][0] + f", ORT vs torch max|Δ| {dmax:.1e}", *rows[-1][1:])
             comp, firsts, finals = [], [], []
+            runner_stream = CacheStream(OnnxModel(pkg / model, 1))  # the runner's loop (caches fed back)
             for u in (short[: a.latency_utts] + lng):
                 f, n = featurize([with_tail(u.wave, sr)], ck.featurizer)
-                cs, first, eos_final = replay(stream, f[0, : int(n[0])].numpy(), len(u.wave), ck.featurizer, tok)
+                cs, first, eos_final = replay(runner_stream, f[0, : int(n[0])].numpy(), len(u.wave), sr, tok)
                 comp += cs
                 if first is not None:
                     firsts.append(first)

@@ -77,6 +77,7 @@ def test_ssh_bench_copies_runs_and_fetches(sshd, tmp_path):
     assert m["rtf"]["model"]["name"] == "student" and m["rtf"]["remote"]["port"] == sshd.port
     remote = Path(sshd.remote_dir)
     assert (remote / "runner.py").exists() and (remote / "models" / "student.onnx").exists()
+    assert (remote / "stream.py").exists()  # beside the runner: a streaming model's loop
     from edgekd.manifest import sha256_file
 
     assert m["rtf"]["model"]["sha256"] == sha256_file(model)  # the device ran exactly this artifact

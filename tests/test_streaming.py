@@ -185,9 +185,19 @@ def test_litert_streaming_equals_pytorch_chunk_by_chunk(package, tmp_path):
     from edgekd.export.streaming import with_tail
 
     ck, _ = package
-    stream = TfliteStream(export_streaming_tflite(ck, tmp_path / "m.tflite", 4))
+    path = export_streaming_tflite(ck, tmp_path / "m.tflite", 4)
+    stream = TfliteStream(path)
     f, n = featurize([with_tail(_waves()[1], 16000)], ck.featurizer)
     feats = f[0, : int(n[0])]
     ref = stream_log_probs(ck.model, feats, 4).numpy()
     got = stream.log_probs(feats.numpy())
     assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4
+    # the torch-free runner's loop (what a device runs) on the same file: caches carried, latency suite
+    from edgekd.bench.runner import LiteRtModel
+    from edgekd.bench.stream import CacheStream
+    from edgekd.profile.hostpin import run_local
+
+    assert np.abs(CacheStream(LiteRtModel(path, 1)).log_probs(feats.numpy()) - got).max() <= 1e-5
+    m = {r["metric"]: r for r in run_local(path, seconds=1.0, iterations=2, warmup=0, min_iterations=1, threads=1)}
+    assert m["rtf"]["runtime"]["name"] == "litert" and m["chunk_latency_p95"]["mode"] == "streaming"
+    assert m["final_latency_p50"]["value"] > 0

@@ -11,9 +11,10 @@ model identity, runtime + version, CPU, threads, warm-up/iterations, `source` (m
 Measured for `--seconds` of audio (features at the frame rate in the model's metadata, else 100/s):
 load_time, first_inference, warmup_mean, latency p50/p90/p99/mean/std/min/max, rtf (p50 / audio s),
 rss_after_load, peak_rss, model_size; for a fixed-length model (or --chunk-seconds) a streaming loop
-of fixed windows one after another: chunk_latency p50/p90/p99/mean/std/max, rtf over passes.
-With `--bundle` (a labelled bundle, see labelled.py: copy it beside this file): wer,
-identical_transcripts vs the host's PyTorch run, and exit 3 when below the gate.
+of fixed windows one after another: chunk_latency p50/p90/p99/mean/std/max, rtf over passes. A
+cache-aware streaming model (contract nemo-cache-aware-ctc): its chunk loop, caches fed back, and the
+latency suite (stream.py). `--bundle` (labelled.py): wer, identical_transcripts vs the host's PyTorch
+run, exit 3 below the gate. stream.py and labelled.py are copied beside this file.
 """
 
 from __future__ import annotations
@@ -39,12 +40,9 @@ def _status_kb(key: str) -> float | None:
     """A field of /proc/self/status in kB (VmRSS, VmHWM); None where there is no procfs."""
     try:
         with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return float(line.split()[1])
+            return next((float(line.split()[1]) for line in f if line.startswith(key + ":")), None)
     except OSError:
-        pass
-    return None
+        return None
 
 
 def cpu_info() -> dict:
@@ -256,14 +254,8 @@ class InputSpec:
 
 def _stats(ms: list[float]) -> dict:
     a = np.asarray(ms, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "std": float(a.std()),
-            "min": float(a.min()), "max": float(a.max())}
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    return (fn(), (time.perf_counter() - t0) * 1e3)[1]
+    return {**{f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}, "mean": float(a.mean()),
+            "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
 
 
 def measure(args) -> list[dict]:
@@ -279,16 +271,6 @@ def measure(args) -> list[dict]:
     spec = InputSpec(model)
     rng = np.random.default_rng(0)
     audio_s = float(args.seconds)
-    total_frames = max(1, int(round(audio_s * spec.fps)))
-    chunk_frames = None
-    if args.chunk_seconds:
-        chunk_frames = max(1, int(round(args.chunk_seconds * spec.fps)))
-        if spec.fixed_frames and chunk_frames != spec.fixed_frames:
-            raise SystemExit(f"runner: the model takes fixed windows of {spec.fixed_frames} frames; "
-                             f"--chunk-seconds {args.chunk_seconds} gives {chunk_frames}")
-    elif spec.fixed_frames:
-        chunk_frames = spec.fixed_frames
-
     files = model_files(path)
     size = sum(f.stat().st_size for f in files)
     base = {"schema": SCHEMA, "device": args.device, "threads": threads, "warmup": args.warmup, "source": args.source,
@@ -309,16 +291,43 @@ def measure(args) -> list[dict]:
         rec("rss_after_load", rss_load / 1024, "MiB", iterations=0, mode="static",
             extra={"rss_before_load_mib": (rss0 or 0) / 1024})
 
-    # offline: the whole utterance in one call; streaming: fixed windows one after another, as a
-    # device would feed a microphone. Both time passes over the utterance, chunk by chunk.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # stream.py, labelled.py: copied beside this file
+    if model.metadata.get("contract") == "nemo-cache-aware-ctc":  # caches fed back: stream.py runs that loop
+        from stream import stream_records
+        stream_records(model, args, rng, rec)
+    else:
+        _window_loop(model, spec, args, rng, rec)
+    hwm = _status_kb("VmHWM")
+    if hwm is not None:
+        rec("peak_rss", hwm / 1024, "MiB", iterations=0, mode="process")
+    if args.bundle:  # on-device WER and host parity
+        from labelled import bundle_records
+        args.failure = bundle_records(args.bundle, model, spec, base["model"]["quantization"], args.min_identical, rec)
+    return recs
+
+
+def _window_loop(model, spec: InputSpec, args, rng, rec) -> None:
+    """Offline: the whole utterance in one call; streaming: fixed windows one after another, as a
+    device would feed a microphone. Both time passes over the utterance, chunk by chunk."""
+    audio_s = float(args.seconds)
+    total_frames, chunk_frames = max(1, int(round(audio_s * spec.fps))), None
+    if args.chunk_seconds:
+        chunk_frames = max(1, int(round(args.chunk_seconds * spec.fps)))
+        if spec.fixed_frames and chunk_frames != spec.fixed_frames:
+            raise SystemExit(f"runner: the model takes fixed windows of {spec.fixed_frames} frames; "
+                             f"--chunk-seconds {args.chunk_seconds} gives {chunk_frames}")
+    elif spec.fixed_frames:
+        chunk_frames = spec.fixed_frames
     streaming = chunk_frames is not None
     frames = chunk_frames or total_frames
     n_chunks = max(1, math.ceil(total_frames / frames))
     model.resize(spec.shapes(frames))
     chunks = [spec.feeds(frames, rng) for _ in range(min(n_chunks, 8))]
 
-    def run(c: int) -> float:
-        return _timed(lambda: model.run(chunks[c % len(chunks)]))
+    def run(c: int) -> float:  # ms
+        t0 = time.perf_counter()
+        model.run(chunks[c % len(chunks)])
+        return (time.perf_counter() - t0) * 1e3
 
     first = run(0)
     warm = [run(i) for i in range(args.warmup)]
@@ -343,14 +352,6 @@ def measure(args) -> list[dict]:
         rec(f"latency_{k}", pst[k], "ms", **dict(kw, iterations=len(passes), **per))
     basis = "sum of chunk times, p50 over passes" if streaming else "latency_p50"
     rec("rtf", pst["p50"] / 1e3 / audio_s, "ratio", **dict(kw, iterations=len(passes), extra={"basis": basis}))
-    hwm = _status_kb("VmHWM")
-    if hwm is not None:
-        rec("peak_rss", hwm / 1024, "MiB", iterations=0, mode="process")
-    if args.bundle:  # on-device WER and host parity; labelled.py sits beside this file (on a device too)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from labelled import bundle_records
-        args.failure = bundle_records(args.bundle, model, spec, base["model"]["quantization"], args.min_identical, rec)
-    return recs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,9 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        (tmp := out.with_name(out.name + ".tmp")).write_text(text)
+        os.replace(tmp, out)  # atomic: a killed run leaves no half file
         print(f"{out}: {len(recs)} records", file=sys.stderr)
     else:
         sys.stdout.write(text)

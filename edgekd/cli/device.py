@@ -12,6 +12,8 @@ from edgekd.errors import EdgekdError
 
 
 PROFILE_COLUMNS = ["artifact", "source", "p50_ms", "p90_ms", "rtf", "peak_mem_mib", "budget"]
+STREAMING_COLUMNS = ["artifact", "source", "chunk_ms", "chunk_p50_ms", "chunk_p95_ms", "rtf", "first_partial_ms",
+                     "final_ms"]
 
 
 def _print_profile(manifest_path: Path) -> None:
@@ -23,10 +25,12 @@ def _print_profile(manifest_path: Path) -> None:
     man = StageManifest.load(manifest_path)
     out = manifest_path.parent
     for key, name in man.outputs.items():
-        if not key.startswith("table_"):
+        if not name.endswith(".table.json"):  # the plots
             continue
         t = json.loads((out / name).read_text())
-        say(table_text(t["rows"], PROFILE_COLUMNS, title=t["title"]))
+        cols = STREAMING_COLUMNS if key.startswith("streaming_") else PROFILE_COLUMNS[:-1] + [
+            c for c in ("chunk_p50_ms", "final_ms") if any(r.get(c) is not None for r in t["rows"])] + ["budget"]
+        say(table_text(t["rows"], cols, title=t["title"]))
     m = man.metrics
     say(f"{m['records']} records, {m['errors']} errors, {m['skipped']} skipped -> {out / 'results.jsonl'}")
 

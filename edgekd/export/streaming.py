@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from edgekd.audio import NEMO_FEATURES
+# the contract's names and the tail padding a client sends, defined once beside the on-device runner
+from edgekd.bench.stream import CONTRACT, INPUTS, OUTPUTS, TAIL_PADDING_S
 from edgekd.errors import EdgekdError
 from edgekd.export.onnx import OPSET, exported_graph, metadata_for, save_exported
 from edgekd.models import Checkpoint
@@ -40,14 +42,6 @@ from edgekd.models.streaming import (
     window_frames,
 )
 from edgekd.tokens import Tokenizer
-
-CONTRACT = "nemo-cache-aware-ctc"
-INPUTS = ("audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len")
-OUTPUTS = ("logprobs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
-           "cache_last_channel_next_len")
-# The seconds of silence appended after the last sample so the final frames fill a window: sherpa
-# runs a window only once it is complete (sherpa-onnx's own streaming examples pad 0.66 s).
-TAIL_PADDING_S = 0.66
 
 
 class NemoStreamingGraph(torch.nn.Module):

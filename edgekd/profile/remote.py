@@ -1,7 +1,7 @@
 """Run the benchmark on a real device: over ssh/scp (Raspberry Pi, Termux) or adb (Android).
 
-ssh (tested against a real OpenSSH server on 127.0.0.1): copy runner.py and the model (with its
-external-data files) into a folder on the device, create or reuse a venv there (or use the
+ssh (tested against a real OpenSSH server on 127.0.0.1): copy runner.py (+ stream.py, and
+labelled.py with a bundle) and the model (with its external-data files) into a folder on the device, create or reuse a venv there (or use the
 device's own python), run, and copy the JSONL back. Uses the OpenSSH client (`ssh`, `scp`) so the
 user's ~/.ssh/config, agents and keys work unchanged.
 
@@ -100,7 +100,9 @@ def ssh_bench(target: SshTarget, model: str | Path, out_jsonl: str | Path, **run
     rdir = target.remote_dir.rstrip("/")
     q = shlex.quote
     _run(target.ssh_cmd(f"mkdir -p {q(rdir)}/models"), "mkdir", target.host, 60)
-    _run(target.scp_cmd([str(RUNNER_PATH)], f"{target.host}:{rdir}/runner.py"), "copy runner", target.host, target.timeout)
+    # stream.py beside the runner: a cache-aware streaming model's loop and latency suite
+    _run(target.scp_cmd([str(RUNNER_PATH), str(RUNNER_PATH.with_name("stream.py"))], f"{target.host}:{rdir}/"),
+         "copy runner", target.host, target.timeout)
     _run(target.scp_cmd([str(f) for f in files], f"{target.host}:{rdir}/models/"), "copy model", target.host,
          target.timeout)
     if runner_kw.get("bundle"):  # labelled bundle + its scorer: WER and host parity measured on the device

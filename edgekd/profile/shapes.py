@@ -68,12 +68,13 @@ def resolve_shapes(model, fixed: dict, frames: int) -> dict[str, tuple[list[int]
         shapes[t.name] = (list(t.dims), t.data_type)
     missing = [o for n in m.graph.node for o in n.output if o and o not in shapes]
     if missing:
-        shapes.update(shapes_by_running(m, fixed, missing))
+        shapes.update(shapes_by_running(m, fixed, missing, frames))
     return shapes
 
 
-def shapes_by_running(model, fixed: dict, names: list[str]) -> dict[str, tuple[list[int], int]]:
-    """Shapes of `names` from one onnxruntime run on zeros (lengths inputs = the time length)."""
+def shapes_by_running(model, fixed: dict, names: list[str], frames: int) -> dict[str, tuple[list[int], int]]:
+    """Shapes of `names` from one onnxruntime run on zeros; 1-D integer inputs (lengths) get the time
+    length `frames` (a streaming graph's window too: its feature axis is not the second)."""
     import onnx
     import onnxruntime as ort
 
@@ -86,10 +87,9 @@ def shapes_by_running(model, fixed: dict, names: list[str]) -> dict[str, tuple[l
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feeds = {}
-    feat_len = max((s[1] for s, _ in fixed.values() if len(s) >= 2), default=1)
     for name, (shape, et) in fixed.items():
         dt = onnx.helper.tensor_dtype_to_np_dtype(et)
-        feeds[name] = (np.full(shape, feat_len, dtype=dt) if np.dtype(dt).kind in "iu" and len(shape) == 1
+        feeds[name] = (np.full(shape, frames, dtype=dt) if np.dtype(dt).kind in "iu" and len(shape) == 1
                        else np.zeros(shape, dtype=dt))
     outs = sess.run(names, feeds)
     tmap = {np.dtype(onnx.helper.tensor_dtype_to_np_dtype(e)): e for e in (1, 6, 7, 9, 10, 11, 3, 2)}

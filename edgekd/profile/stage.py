@@ -9,7 +9,10 @@ artifact, each requested mode:
 A failing artifact is logged in `errors.jsonl` with its reason and the rest go on; a device x
 config listed as known-broken (effect `fails`) is skipped with its reason in `skipped.jsonl`.
 Records already in `results.jsonl` for the same artifact hash, device, mode, threads and audio
-length are kept, not re-measured (so a killed run resumes).
+length are kept, not re-measured (so a killed run resumes). A cache-aware streaming artifact (one
+chunk size per file) is run and estimated as a stream (per-chunk compute, RTF, first partial, end of
+speech -> final); its device gets `<device>_streaming.table.json` and, once two chunk sizes of it
+are in, a latency-vs-chunk-size plot (edgekd/profile/stream_latency.py).
 """
 
 from __future__ import annotations
@@ -192,12 +195,27 @@ def run_profile(opts: ProfileOptions, artifacts: list[Path | Artifact], out_dir:
             png = pareto_plot(rows, out_dir / f"{dev.name}_pareto.png", title=f"WER vs latency: {dev.name}")
             if png:
                 outputs[f"pareto_{dev.name}"] = png.name
+        outputs.update(_streaming_outputs(records, dev, out_dir))
     man = StageManifest(stage="profile", config=_plain(dataclasses.asdict(opts)), outputs=outputs, metrics=metrics,
                         timings={"total": time.time() - t0})
     for a in artifacts:
         if a.is_file():
             man.add_inputs(a)
     return man.save(out_dir)
+
+
+def _streaming_outputs(records: list[dict], dev: Device, out_dir: Path) -> dict[str, str]:
+    """The streaming latency table of `dev` and, for several chunk sizes, its latency-vs-chunk plot."""
+    from edgekd.profile.stream_latency import NOTE, latency_plot, streaming_rows
+
+    rows = streaming_rows(records, dev)
+    if not rows:
+        return {}
+    name = f"{dev.name}_streaming.table.json"
+    (out_dir / name).write_text(json.dumps({"title": f"Streaming latency: {dev.description} ({dev.name})",
+                                            "rows": rows, "note": NOTE}, indent=1) + "\n")
+    png = latency_plot(rows, out_dir / f"{dev.name}_streaming.png", dev)
+    return {f"streaming_{dev.name}": name, **({f"streaming_plot_{dev.name}": png.name} if png else {})}
 
 
 def _digest(art: Path) -> str:
@@ -232,8 +250,11 @@ def device_table(records: list[dict], device: Device | str, wer: dict[str, float
         row = {"artifact": art, "format": any_r["model"].get("format"),
                "quantization": any_r["model"].get("quantization"), "source": source, "threads": threads,
                "audio_s": secs, "p50_ms": _v(p50), "p90_ms": _v(m.get("latency_p90")),
-               "chunk_p50_ms": _v(m.get("chunk_latency_p50")), "rtf": _v(m.get("rtf")), "peak_mem_mib": _v(mem),
-               "size_mib": any_r["model"].get("size_bytes", 0) / 2**20}
+               "chunk_p50_ms": _v(m.get("chunk_latency_p50", m.get("chunk_latency_est"))), "rtf": _v(m.get("rtf")),
+               "peak_mem_mib": _v(mem), "size_mib": any_r["model"].get("size_bytes", 0) / 2**20}
+        final = m.get("final_latency_p50", m.get("final_latency_est"))  # a cache-aware streaming artifact
+        if final is not None:
+            row["final_ms"] = final["value"]
         w = _wer_for(art, wer)
         if w is not None:
             row["wer"] = w
