@@ -169,7 +169,7 @@ def _offline_cost(rec: dict) -> dict[str, float]:
 def _streaming_cost(rec: dict, chunk_ms: float, lookahead_ms: float) -> dict[str, float]:
     """Per chunk: compute (one call of the graph), rtf = compute / chunk, and the latency a word's
     text can have at worst: it waits for its chunk and the lookahead, then the chunk's compute."""
-    compute = rec.get("chunk_latency_est", rec["latency_est"])
+    compute = rec["chunk_latency_est"]
     return {"rtf": compute / chunk_ms, "latency_ms": chunk_ms + lookahead_ms + compute, "chunk_compute_ms": compute,
             "memory_mb": rec["memory_est"], "size_mb": rec["model_size"], "params": rec["params"], "macs": rec["macs"]}
 
