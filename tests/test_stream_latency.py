@@ -7,11 +7,10 @@ import json
 import re
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
-import torch
+from test_streaming import _model, _waves
 
 from edgekd.audio import NEMO_FEATURES, featurize
 from edgekd.bench import RUNNER_PATH
@@ -20,41 +19,23 @@ from edgekd.bench.stream import CacheStream, Framing, window_starts
 from edgekd.models import Checkpoint
 from edgekd.profile.devices import load_device
 from edgekd.tokens import DEFAULT_TOKENS
-from test_streaming import _model, _waves
 
 FAST = dict(seconds=1.5, warmup=1, iterations=3, min_iterations=2, max_time=5.0)
-
-
-def _torchscript_export(ck, path, chunk: int):
-    """export_streaming_onnx's graph and metadata through the TorchScript exporter."""
-    import onnx
-
-    from edgekd.export.onnx import OPSET, save_exported
-    from edgekd.export.streaming import INPUTS, OUTPUTS, NemoStreamingGraph, streaming_metadata
-    from edgekd.models.streaming import StreamingStep, cache_shapes, window_frames
-
-    k, c = cache_shapes(ck.dims)
-    win = window_frames(ck.dims, chunk)
-    args = (torch.randn(2, ck.dims.n_mels, win), torch.full((2,), win, dtype=torch.int64), torch.randn(2, *k),
-            torch.randn(2, *c), torch.tensor([0, ck.dims.left_context]))
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(NemoStreamingGraph(StreamingStep(ck.model, chunk)).eval(), args, str(path), dynamo=False,
-                          input_names=list(INPUTS), output_names=list(OUTPUTS), opset_version=OPSET,
-                          dynamic_axes={n: {0: "B"} for n in INPUTS + OUTPUTS})
-    return save_exported(onnx.load(str(path)), path, streaming_metadata(ck, chunk), None)
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """{"ck": checkpoint, 4: dynamo export, 2 and 8: TorchScript exports} of one tiny streaming model."""
     from edgekd.export.streaming import export_streaming_onnx
+    from edgekd.fit.space import (
+        streaming_shape_graph,  # the TorchScript twin `edgekd fit` costs with
+    )
 
     d = tmp_path_factory.mktemp("lat")
     ck = Checkpoint(model=_model(), featurizer=NEMO_FEATURES, tokens=DEFAULT_TOKENS, preset="tiny-stream", role="test")
     out = {"ck": ck, 4: export_streaming_onnx(ck, d / "c4" / "model.onnx", 4)}
     for chunk in (2, 8):
-        out[chunk] = _torchscript_export(ck, d / f"stream-c{chunk}.onnx", chunk)
+        out[chunk] = streaming_shape_graph(ck, chunk, d / f"stream-c{chunk}.onnx")
     return out
 
 

@@ -114,8 +114,12 @@ def measure_host(device, onnx: Path, threads: int | None, seconds: float) -> dic
 
     recs = {r["metric"]: r for r in run_host_pinned(device, onnx, threads=threads, seconds=seconds,
                                                     warmup=1, iterations=5)}
-    return {"rtf": recs["rtf"]["value"], "peak_rss_mb": recs["peak_rss"]["value"],
-            "host_threads": recs["rtf"]["pinned"]["host_threads"]}
+    out = {"rtf": recs["rtf"]["value"], "peak_rss_mb": recs["peak_rss"]["value"],
+           "host_threads": recs["rtf"]["pinned"]["host_threads"]}
+    for k in ("chunk_latency_p50", "chunk_latency_p95", "final_latency_p50"):  # streaming files
+        if k in recs:
+            out[k + "_ms"] = recs[k]["value"]
+    return out
 
 
 def export_streaming_winner(checkpoint: Path, chunk_ms: int, out: Path, test, verify_utts: int) -> Path:
