@@ -175,6 +175,23 @@ def test_sherpa_onnx_online_gives_edgekds_streaming_transcript(package):
                 assert isinstance(got, str)
 
 
+def test_transcribe_runs_a_streaming_export_in_sherpa_onnx_online(package):
+    """`edgekd transcribe` (open_model) on a streaming package or file: sherpa-onnx's online
+    recognizer, giving edgekd's own streaming transcript; onnxruntime's offline path is refused."""
+    from edgekd.errors import EdgekdError
+    from edgekd.export.runtime import SherpaOnline, normalize, open_model
+    from edgekd.export.streaming import stream_text
+
+    ck, pkg = package
+    for spec in (pkg, pkg / "model.onnx"):
+        rt = open_model(spec)
+        assert isinstance(rt, SherpaOnline)
+        for w in _waves()[:2]:
+            assert rt.decode(w).text == normalize(stream_text(ck, w, 4))
+    with pytest.raises(EdgekdError, match="sherpa-onnx-online, not onnxruntime"):
+        open_model(pkg / "model.onnx", runtime="onnxruntime")
+
+
 @pytest.mark.slow  # litert-torch converts in 13 s on a quiet box, ~3 min on a busy one
 def test_litert_streaming_equals_pytorch_chunk_by_chunk(package, tmp_path):
     from edgekd.export.litert import have_litert_torch
