@@ -53,6 +53,20 @@ def test_pareto_front_keeps_only_the_undominated():
     assert [r["v"] for r in pareto(rows)] == ["d", "b"]
 
 
+def test_a_candidate_measured_over_budget_gives_way_to_the_next():
+    from edgekd.fit.report import pick_winner
+
+    rows = [{"variant": "a", "wer": 0.2, "rtf": 0.09}, {"variant": "b", "wer": 0.25, "rtf": 0.05},
+            {"variant": "c", "wer": 0.3, "rtf": 0.04}]
+    b = Budget("x", rtf=0.1)
+    keys = ("wer", "rtf")
+    assert pick_winner(rows, keys, b)[0]["variant"] == "a"  # estimates only
+    host = {"a": 0.12, "b": 0.11, "c": 0.06}  # measured: a and b over the budget
+    win, vetoed = pick_winner(rows, keys, b, lambda r: host[r["variant"]])
+    assert win["variant"] == "c" and vetoed == ["a", "b"]
+    assert pick_winner(rows, keys, b, lambda r: 0.5) == (None, ["a", "b", "c"])
+
+
 @pytest.fixture(scope="module")
 def pl(tmp_path_factory, small_corpus, tiny_ckpt_path):
     from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel

@@ -5,6 +5,7 @@ correlation. `candidates.json` holds every candidate row (costed, fits?, WER whe
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -32,6 +33,19 @@ def pareto(rows: list[dict], keys=("wer", "rtf", "memory_mb", "size_mb")) -> lis
     from edgekd.profile.stage import pareto as nondominated
 
     return sorted(nondominated(rows, keys), key=lambda r: r["rtf"])
+
+
+def pick_winner(ok: list[dict], keys: tuple[str, ...], b: Budget, measured_rtf=None) -> tuple[dict | None, list[str]]:
+    """The best candidate under budget by `keys` (WER first, then each cost), and the ones passed
+    over: a measured figure overrides the estimate, so in rank order a candidate whose measured RTF
+    (`measured_rtf(row)`, host-pinned at the device's threads) is over the budget gives way to the next."""
+    vetoed = []
+    for r in sorted(ok, key=lambda r: tuple(r[k] for k in keys)):
+        if measured_rtf is not None and b.rtf is not None and measured_rtf(r) > b.rtf:
+            vetoed.append(r["variant"])
+            continue
+        return r, vetoed
+    return None, vetoed
 
 
 def _near_budget(r: dict, b: Budget, band: float) -> bool:
@@ -68,7 +82,6 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
                   chosen: list[str], measure, devices: dict, soft_targets, test_manifest, t0: float, log) -> Path:
     from edgekd.export import ExportOptions, run_export
 
-    atomic_write(out / "candidates.json", json.dumps({"title": "fit candidates", "rows": rows}, indent=1))
     metrics: dict = {}
     md = []
     for b in budgets:
@@ -77,20 +90,32 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
         ok = [r for r in scored if r["fits"]]
         # ties broken on every budgeted cost, so the winner is never dominated: it is on the front
         keys = ("wer", "rtf", "memory_mb", "size_mb") + (("latency_ms",) if b.streaming else ())
-        winner = min(ok, key=lambda r: tuple(r[k] for k in keys)) if ok else None
-        front = pareto(scored, keys)  # streaming: chunk size trades latency for WER, so latency is a key
-        _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
-        measured = {}
-        if measure and winner:
-            for r in [winner] + [r for r in ok if r is not winner and _near_budget(r, b, ESTIMATE_BAND)]:
+        measured: dict[str, dict] = {}
+
+        def measured_rtf(r: dict) -> float:
+            if r["variant"] not in measured:
                 v = Variant(r["arch"], r["prune"], r["precision"], r.get("chunk_ms", 0))
                 measured[r["variant"]] = measure(devices[b.device], variant_onnx(v, out / "variants"), b.threads,
                                                  opts.seconds)
+            return measured[r["variant"]]["rtf"]
+
+        winner, vetoed = pick_winner(ok, keys, b, measured_rtf if measure else None)
+        if measure and winner:
+            for r in [winner] + [r for r in ok if r is not winner and _near_budget(r, b, ESTIMATE_BAND)]:
+                measured_rtf(r)
+        front = pareto([r for r in scored if r["variant"] not in vetoed], keys)  # streaming: latency is a key
+        _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
+        for r in dev_rows:
+            if r["variant"] in measured:
+                r["rtf_measured_on_host"] = measured[r["variant"]]["rtf"]
+                r["over_budget_measured"] = r["variant"] in vetoed
         info = {"budget": b.limits(), "winner": winner and winner["variant"], "candidates": len(dev_rows),
                 "under_budget": sum(r["fits"] for r in dev_rows), "scored": len(scored),
-                "pareto": [r["variant"] for r in front], "measured_on_host": measured}
+                "pareto": [r["variant"] for r in front], "measured_on_host": measured,
+                "over_budget_measured": vetoed}
         if winner:
-            info |= {"wer": winner["wer"], "estimate": {k: winner[k] for k in ("rtf", "memory_mb", "size_mb")},
+            info |= {"wer": winner["wer"], "estimate": {k: winner[k] for k in ("rtf", "memory_mb", "size_mb",
+                                                                              "latency_ms") if k in winner},
                      "margins": b.margins(winner)}
             if winner["variant"] in measured:
                 m = measured[winner["variant"]]
@@ -99,12 +124,16 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             ckpt = variant_checkpoint(wv, out / "variants")
             q = () if winner["precision"] == "fp32" else (winner["precision"],)
             exp = out / f"winner-{b.device}"
+            tag = exp / "variant.txt"  # whose export this is: a rerun may pick another winner
+            if exp.exists() and (not tag.exists() or tag.read_text() != winner["variant"]):
+                shutil.rmtree(exp)
             if not (exp / "manifest.json").exists():
                 if wv.chunk_ms:
                     export_streaming_winner(ckpt, wv.chunk_ms, exp, test_manifest, opts.verify_utts)
                 else:
                     run_export(ExportOptions(quantize=q, tflite=(), verify_utts=opts.verify_utts, bundle_utts=0),
                                ckpt, exp, test_manifest=test_manifest, progress=False)
+                atomic_write(tag, winner["variant"])
             info["export"] = {"dir": str(exp), "failed_checks": StageManifest.load(exp).metrics["failed"]}
         metrics[b.device] = info
         md.append(f"### {b.device}: budget {b.limits()}\n")
@@ -122,6 +151,7 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             {"title": f"fit: Pareto front on {b.device} (budget {b.limits()}), estimated unless marked", "rows": table},
             indent=1))
         md.append(table_text(table, markdown=True) + "\n")
+    atomic_write(out / "candidates.json", json.dumps({"title": "fit candidates", "rows": rows}, indent=1))
     fully = [n for n in chosen if n in proxy and full.get(n)]
     # The same metric at both ends (dev CER): early on every WER is ~100 % and ranks nothing.
     rho = spearman([proxy[n].get("cer", 1.0) for n in fully], [full[n].get("cer", 1.0) for n in fully])
