@@ -59,10 +59,12 @@ def _plot(rows: list[dict], front: list[dict], winner: dict | None, b: Budget, p
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for fits, mk in ((True, "o"), (False, "x")):
-        sel = [r for r in rows if r["fits"] == fits]
-        ax.scatter([r["rtf"] for r in sel], [r["wer"] * 100 for r in sel], marker=mk,
-                   label="under budget" if fits else "over budget")
+    for fits, mk, label in ((True, "o", "under budget"), (False, "x", "over budget"),
+                            ("measured", "s", "over budget when measured on host")):
+        sel = [r for r in rows if (r.get("over_budget_measured") and fits == "measured") or
+               (not r.get("over_budget_measured") and r["fits"] == fits)]
+        if sel:
+            ax.scatter([r["rtf"] for r in sel], [r["wer"] * 100 for r in sel], marker=mk, label=label)
     ax.plot([r["rtf"] for r in front], [r["wer"] * 100 for r in front], "k--", lw=1, label="Pareto front")
     if winner:
         ax.scatter([winner["rtf"]], [winner["wer"] * 100], marker="*", s=220, c="gold", edgecolors="k", label="winner")
@@ -104,11 +106,11 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             for r in [winner] + [r for r in ok if r is not winner and _near_budget(r, b, ESTIMATE_BAND)]:
                 measured_rtf(r)
         front = pareto([r for r in scored if r["variant"] not in vetoed], keys)  # streaming: latency is a key
-        _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
         for r in dev_rows:
             if r["variant"] in measured:
                 r["rtf_measured_on_host"] = measured[r["variant"]]["rtf"]
                 r["over_budget_measured"] = r["variant"] in vetoed
+        _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
         info = {"budget": b.limits(), "winner": winner and winner["variant"], "candidates": len(dev_rows),
                 "under_budget": sum(r["fits"] for r in dev_rows), "scored": len(scored),
                 "pareto": [r["variant"] for r in front], "measured_on_host": measured,
