@@ -43,7 +43,7 @@ def fit(
     """
     import yaml
 
-    from edgekd.fit import FitOptions, load_budget, run_fit
+    from edgekd.fit import load_budget
 
     if budgets is not None:
         if device:
@@ -59,7 +59,9 @@ def fit(
                    "threads": threads, "streaming": streaming, "chunk_ms": chunk_ms}]
     else:
         raise ConfigError("give --device NAME (and budget flags) or --budgets FILE")
-    bs = [load_budget(b) for b in blocks]
+    bs = [load_budget(b) for b in blocks]  # before torch is imported: a bad budget is one quick line
+    from edgekd.fit import FitOptions, run_fit
+
     kw = {k: tuple(v) for k, v in (("widths", widths), ("depths", depths)) if v}
     opts = options(FitOptions, proxy_steps=proxy_steps, full_steps=full_steps, top_k=top_k, workers=workers,
                    precision=precision, **kw)

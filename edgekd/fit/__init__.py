@@ -14,6 +14,14 @@
 """
 
 from edgekd.fit.budget import Budget, load_budget
-from edgekd.fit.search import FitOptions, run_fit
 
 __all__ = ["Budget", "FitOptions", "load_budget", "run_fit"]
+
+
+def __getattr__(name: str):
+    """FitOptions and run_fit on first use: they pull in torch, and a bad budget should fail fast."""
+    if name in ("FitOptions", "run_fit"):
+        from edgekd.fit import search
+
+        return getattr(search, name)
+    raise AttributeError(f"module 'edgekd.fit' has no attribute {name!r}")

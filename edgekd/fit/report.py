@@ -129,6 +129,10 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             tag = exp / "variant.txt"  # whose export this is: a rerun may pick another winner
             if exp.exists() and (not tag.exists() or tag.read_text() != winner["variant"]):
                 shutil.rmtree(exp)
+            same = next((d for d, v in metrics.items() if isinstance(v, dict) and v.get("winner") == winner["variant"]
+                         and (out / f"winner-{d}" / "manifest.json").exists()), None)
+            if same and not (exp / "manifest.json").exists():  # another device's winner: the same artifact
+                shutil.copytree(out / f"winner-{same}", exp)
             if not (exp / "manifest.json").exists():
                 if wv.chunk_ms:
                     export_streaming_winner(ckpt, wv.chunk_ms, exp, test_manifest, opts.verify_utts)

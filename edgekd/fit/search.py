@@ -161,21 +161,21 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
                 str(dev_manifest), str(human_labels) if human_labels else None, opts.lr, opts.max_frames, 1,
                 opts.precision, a.streaming)
 
+    # one pool for the proxy and the full runs: each spawned worker imports torch once
     with ProcessPoolExecutor(opts.workers, mp_context=get_context("spawn")) as ex:
         proxy = dict(zip([a.name for a in trainable], ex.map(_distil, [job(a, opts.proxy_steps, "proxy")
                                                                        for a in trainable])))
-    log("fit: proxy dev CER " + ", ".join(f"{k} {v.get('cer', 1):.3f}" for k, v in proxy.items()))
+        log("fit: proxy dev CER " + ", ".join(f"{k} {v.get('cer', 1):.3f}" for k, v in proxy.items()))
 
-    # 3. the best top_k per device (among those with a variant under that device's budget) train fully
-    chosen: list[str] = []
-    for b in budgets:
-        ok = [a.name for a in trainable
-              if any(r["fits"] for r in rows if r["arch"] == a.name and r["device"] == b.device)]
-        for name in sorted(ok, key=lambda n: proxy[n].get("cer", 1.0))[: opts.top_k]:
-            if name not in chosen:
-                chosen.append(name)
-    by_name = {a.name: a for a in archs}
-    with ProcessPoolExecutor(opts.workers, mp_context=get_context("spawn")) as ex:
+        # 3. the best top_k per device (among those with a variant under that device's budget) train fully
+        chosen: list[str] = []
+        for b in budgets:
+            ok = [a.name for a in trainable
+                  if any(r["fits"] for r in rows if r["arch"] == a.name and r["device"] == b.device)]
+            for name in sorted(ok, key=lambda n: proxy[n].get("cer", 1.0))[: opts.top_k]:
+                if name not in chosen:
+                    chosen.append(name)
+        by_name = {a.name: a for a in archs}
         full = dict(zip(chosen, ex.map(_distil, [job(by_name[n], opts.full_steps, "full") for n in chosen])))
     log(f"fit: trained fully: {', '.join(chosen)}")
 
