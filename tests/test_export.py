@@ -49,23 +49,40 @@ def test_onnx_export_is_self_describing_and_matches(setup, tmp_path):
         assert int(n[0]) == int(wn[0]) and np.abs(lp - want.detach().numpy()).max() < 1e-4
 
 
-def test_a_second_export_of_changed_weights_is_a_new_graph_and_rng_is_untouched(setup, tmp_path):
-    """export_onnx remembers the graphs it made in this process by content: the same weights come back
-    at once, changed weights (or a featurizer baked into a waveform graph) never get a stale graph."""
-    from edgekd.export.onnx import export_onnx, ort_session, run_onnx
+def test_the_graph_memo_keys_on_content_and_leaves_the_rng_alone(tmp_path):
+    """export_onnx / export_streaming_onnx remember the graphs they made in this process by content:
+    the same weights come back without exporting, changed weights or another key never get a stale
+    graph, the caller's RNG does not move, and an exporter error is one line."""
+    import onnx
 
-    ck = load_checkpoint(setup / "student.safetensors")
-    x = torch.randn(1, 120, 80)
-    a = export_onnx(ck, tmp_path / "a.onnx")
-    with torch.no_grad():
-        ck.model.head.weight.mul_(-1.0)
+    from edgekd.errors import EdgekdError
+    from edgekd.export.onnx import exported_graph
+
+    lin, calls = torch.nn.Linear(3, 2), []
+
+    def export(tmp):  # a real export of the module as it is now; its example input draws from the RNG
+        calls.append(1)
+        torch.onnx.export(lin, (torch.randn(1, 3),), str(tmp), dynamo=False)
+
+    def weight(m):
+        return sorted(onnx.numpy_helper.to_array(t).sum() for t in m.graph.initializer)
+
     state = torch.get_rng_state()
-    b = export_onnx(ck, tmp_path / "b.onnx")
-    assert torch.equal(state, torch.get_rng_state())  # the example inputs did not draw from the caller's RNG
-    la, _ = run_onnx(ort_session(a), x.numpy(), np.array([120]))
-    lb, _ = run_onnx(ort_session(b), x.numpy(), np.array([120]))
-    want, _ = ck.model.log_probs(x, torch.tensor([120]))
-    assert np.abs(lb - want.detach().numpy()).max() < 1e-4 and np.abs(la - lb).max() > 1e-2
+    a = exported_graph(lin, ["k"], export, tmp_path / "a.onnx", "failed")
+    assert torch.equal(state, torch.get_rng_state())
+    assert weight(exported_graph(lin, ["k"], export, tmp_path / "a.onnx", "failed")) == weight(a) and len(calls) == 1
+    exported_graph(lin, ["other"], export, tmp_path / "a.onnx", "failed")
+    assert len(calls) == 2
+    with torch.no_grad():
+        lin.weight.mul_(-1.0)
+    b = exported_graph(lin, ["k"], export, tmp_path / "a.onnx", "failed")
+    assert len(calls) == 3 and weight(b) != weight(a)
+
+    def broken(tmp):
+        raise RuntimeError("no\nmore")
+    lin.bias.data += 1
+    with pytest.raises(EdgekdError, match="^export of lin failed: no$"):
+        exported_graph(lin, ["k"], broken, tmp_path / "a.onnx", "export of lin failed")
 
 
 def test_waveform_graph_matches_featurizer_plus_model(setup, tmp_path):
