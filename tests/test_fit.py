@@ -12,6 +12,7 @@ from edgekd.errors import ConfigError, EdgekdError
 from edgekd.fit import Budget, FitOptions, load_budget, run_fit
 from edgekd.fit.budget import parse_mb
 from edgekd.fit.report import pareto
+from test_remote import sshd  # noqa: F401  (a real OpenSSH server on 127.0.0.1; skips without one)
 
 TINY = dict(presets=(), widths=(32, 64), depths=(1, 2), precisions=("fp32", "int8-dynamic"), prune_ratios=(0.0,),
             proxy_steps=2, full_steps=4, top_k=3, workers=2, max_frames=3000, measure=True, seconds=2.0,
@@ -117,20 +118,21 @@ def test_fit_two_devices_prunes_over_budget_and_picks_a_verified_winner(pl, smal
     assert json.loads(again.read_text())["metrics"]["rpi4"]["winner"] == m["metrics"]["rpi4"]["winner"]
 
 
-def test_streaming_budget_fits_a_streaming_student_scored_by_sherpa_online(pl, small_corpus, tmp_path):
+def test_streaming_budget_fits_a_streaming_student_scored_by_sherpa_online(pl, small_corpus, sshd, tmp_path):
     """A streaming budget trains the streaming twins only, costs each chunk size per chunk, scores the
-    variants in sherpa-onnx's online recognizer and ships a verified online package."""
+    variants in sherpa-onnx's online recognizer and ships a verified online package; a device
+    reachable over ssh (a real OpenSSH server on 127.0.0.1) also runs the winner on the device."""
     with pytest.raises(ConfigError, match="needs streaming"):
         load_budget({"device": "pixel7", "chunk_ms": 320})
     budget = load_budget({"device": "pixel7", "streaming": True, "rtf": 0.5, "latency_ms": 500})
     assert budget.latency_ms == 500 and load_budget({"device": "pixel7", "streaming": True}).latency_ms is None
-    opts = FitOptions(**{**TINY, "widths": (32,), "depths": (1,), "chunks_ms": (160, 320), "top_k": 1,
-                         "measure": False})
+    opts = FitOptions(**{**TINY, "widths": (32,), "depths": (1,), "chunks_ms": (160, 320), "top_k": 1})
     with pytest.raises(ConfigError, match="whole number of 40 ms"):
         run_fit(opts, [load_budget({"device": "pixel7", "streaming": True, "chunk_ms": 300})], pl, tmp_path / "x",
                 dev_manifest=small_corpus / "target/dev.jsonl", test_manifest=small_corpus / "target/test.jsonl")
     m = json.loads(run_fit(opts, [budget], pl, tmp_path, dev_manifest=small_corpus / "target/dev.jsonl",
-                           test_manifest=small_corpus / "target/test.jsonl", log=lambda s: None).read_text())
+                           test_manifest=small_corpus / "target/test.jsonl", targets={"pixel7": sshd},
+                           log=lambda s: None).read_text())
     rows = json.loads((tmp_path / "candidates.json").read_text())["rows"]
     assert {r["arch"] for r in rows} == {"w32-d1-stream"}  # no offline architecture
     by = {r["variant"]: r for r in rows}
@@ -141,6 +143,10 @@ def test_streaming_budget_fits_a_streaming_student_scored_by_sherpa_online(pl, s
     win = by[info["winner"]]
     assert win["fits"] and win["chunk_ms"] in (160, 320) and win["latency_ms"] <= 500
     assert win["wer"] == min(r["wer"] for r in rows if r["fits"] and r["wer"] is not None)
+    dev = info["measured_on_host"][info["winner"]]["on_device"]  # the runner's streaming loop, over ssh
+    assert dev["rtf"] > 0 and dev["chunk_latency_p50_ms"] > 0 and "measured_on_device_meets_rtf" in info
+    recs = [json.loads(x) for x in open(dev["records"])]
+    assert {r["source"] for r in recs} == {"measured-on-device"} and dev["host"] == sshd.host
     hyps = list((tmp_path / "variants").glob("*.eval/hyps.jsonl"))
     assert hyps and all("-c" in h.parent.name for h in hyps)  # scored as streaming files
     exp = tmp_path / "winner-pixel7"

@@ -26,6 +26,10 @@ def fit(
                                                  "--latency-ms word-to-text.")] = False,
     chunk_ms: Annotated[Optional[int], typer.Option(help="Streaming chunk (default: search 160/320/640 ms).")] = None,
     budgets: Annotated[Optional[Path], typer.Option(help="YAML list of budget blocks (several devices).")] = None,
+    ssh: Annotated[Optional[str], typer.Option(help="user@host of the --device, reachable over ssh: the winner "
+                                                    "and near-budget candidates also run there.")] = None,
+    ssh_port: Annotated[int, typer.Option(help="ssh port of --ssh.")] = 22,
+    ssh_identity: Annotated[str, typer.Option(help="Private key for --ssh (default: ssh's own).")] = "",
     human_labels: Annotated[Optional[Path], typer.Option(help="Reviewed labels (CTC targets).")] = None,
     proxy_steps: Annotated[int, typer.Option(help="KD steps per proxy run.")] = 150,
     full_steps: Annotated[int, typer.Option(help="KD steps of the full runs.")] = 1000,
@@ -65,4 +69,12 @@ def fit(
     kw = {k: tuple(v) for k, v in (("widths", widths), ("depths", depths)) if v}
     opts = options(FitOptions, proxy_steps=proxy_steps, full_steps=full_steps, top_k=top_k, workers=workers,
                    precision=precision, **kw)
-    say(str(run_fit(opts, bs, pseudolabels, out, dev_manifest=dev, test_manifest=test, human_labels=human_labels)))
+    targets = None
+    if ssh:
+        if not device:
+            raise ConfigError("--ssh names the --device's host: give --device (not --budgets)")
+        from edgekd.profile.remote import SshTarget
+
+        targets = {bs[0].device: SshTarget(ssh, port=ssh_port, identity=ssh_identity)}
+    say(str(run_fit(opts, bs, pseudolabels, out, dev_manifest=dev, test_manifest=test, human_labels=human_labels,
+                    targets=targets)))

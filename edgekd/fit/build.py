@@ -108,17 +108,31 @@ def score_online(onnx: Path, test, out: Path) -> dict:
     return wer_cer([u.text for u in utts], hyps)
 
 
-def measure_host(device, onnx: Path, threads: int | None, seconds: float) -> dict[str, float]:
-    """The runner on this host, pinned to the device's thread count: rtf and peak RSS."""
+def _summary(recs: dict[str, dict]) -> dict[str, float]:
+    out = {"rtf": recs["rtf"]["value"], "peak_rss_mb": recs["peak_rss"]["value"]}
+    for k in ("chunk_latency_p50", "chunk_latency_p95", "final_latency_p50"):  # streaming files
+        if k in recs:
+            out[k + "_ms"] = recs[k]["value"]
+    return out
+
+
+def measure_host(device, onnx: Path, threads: int | None, seconds: float, target=None,
+                 out_dir: Path | None = None) -> dict:
+    """The runner on this host, pinned to the device's thread count: rtf and peak RSS (+ streaming
+    chunk and final latency). With `target` (an `SshTarget` for the device) the same runner also
+    runs on the device over ssh: `on_device` holds its figures (`source: measured-on-device`)."""
     from edgekd.profile.hostpin import run_host_pinned
 
     recs = {r["metric"]: r for r in run_host_pinned(device, onnx, threads=threads, seconds=seconds,
                                                     warmup=1, iterations=5)}
-    out = {"rtf": recs["rtf"]["value"], "peak_rss_mb": recs["peak_rss"]["value"],
-           "host_threads": recs["rtf"]["pinned"]["host_threads"]}
-    for k in ("chunk_latency_p50", "chunk_latency_p95", "final_latency_p50"):  # streaming files
-        if k in recs:
-            out[k + "_ms"] = recs[k]["value"]
+    out = _summary(recs) | {"host_threads": recs["rtf"]["pinned"]["host_threads"]}
+    if target is not None:
+        from edgekd.profile.remote import ssh_bench
+
+        log = Path(out_dir or onnx.parent) / f"{device.name}-{onnx.parent.name}-{onnx.stem}.jsonl"
+        got = ssh_bench(target, onnx, log, seconds=seconds, threads=threads or device.threads, warmup=1,
+                        iterations=5, device=device.name, name=onnx.stem)
+        out["on_device"] = _summary({r["metric"]: r for r in got}) | {"host": target.host, "records": str(log)}
     return out
 
 

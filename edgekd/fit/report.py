@@ -95,11 +95,13 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
         measured: dict[str, dict] = {}
 
         def measured_rtf(r: dict) -> float:
+            """On the device when it is reachable (ssh), else host-pinned at its threads."""
             if r["variant"] not in measured:
                 v = Variant(r["arch"], r["prune"], r["precision"], r.get("chunk_ms", 0))
                 measured[r["variant"]] = measure(devices[b.device], variant_onnx(v, out / "variants"), b.threads,
                                                  opts.seconds)
-            return measured[r["variant"]]["rtf"]
+            m = measured[r["variant"]]
+            return m["on_device"]["rtf"] if "on_device" in m else m["rtf"]
 
         winner, vetoed = pick_winner(ok, keys, b, measured_rtf if measure else None)
         if measure and winner:
@@ -109,6 +111,8 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
         for r in dev_rows:
             if r["variant"] in measured:
                 r["rtf_measured_on_host"] = measured[r["variant"]]["rtf"]
+                if "on_device" in measured[r["variant"]]:
+                    r["rtf_measured_on_device"] = measured[r["variant"]]["on_device"]["rtf"]
                 r["over_budget_measured"] = r["variant"] in vetoed
         _plot(scored, front, winner, b, out / f"pareto-{b.device}.png")
         info = {"budget": b.limits(), "winner": winner and winner["variant"], "candidates": len(dev_rows),
@@ -122,6 +126,8 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
             if winner["variant"] in measured:
                 m = measured[winner["variant"]]
                 info["measured_meets_rtf"] = b.rtf is None or m["rtf"] <= b.rtf
+                if "on_device" in m:
+                    info["measured_on_device_meets_rtf"] = b.rtf is None or m["on_device"]["rtf"] <= b.rtf
             wv = Variant(winner["arch"], winner["prune"], winner["precision"], winner.get("chunk_ms", 0))
             ckpt = variant_checkpoint(wv, out / "variants")
             q = () if winner["precision"] == "fp32" else (winner["precision"],)
@@ -151,7 +157,9 @@ def write_results(out: Path, opts, budgets: list[Budget], rows: list[dict], prox
                   "RTF est": round(r["rtf"], 4),
                   "memory MB est": round(r["memory_mb"], 1), "size MB": round(r["size_mb"], 2),
                   "under budget": "yes" if r["fits"] else "no", "winner": "yes" if r is winner else "",
-                  "RTF measured-on-host": round(measured[r["variant"]]["rtf"], 4) if r["variant"] in measured else None}
+                  "RTF measured-on-host": round(measured[r["variant"]]["rtf"], 4) if r["variant"] in measured else None,
+                  **({"RTF measured-on-device": round(r["rtf_measured_on_device"], 4) if "rtf_measured_on_device" in r
+                      else None} if any("on_device" in m for m in measured.values()) else {})}
                  for r in front]
         atomic_write(out / f"pareto-{b.device}.table.json", json.dumps(
             {"title": f"fit: Pareto front on {b.device} (budget {b.limits()}), estimated unless marked", "rows": table},

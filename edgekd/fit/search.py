@@ -87,7 +87,10 @@ def _distil(job: tuple) -> dict:
 
 def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, out_dir: str | Path, *,
             dev_manifest: str | Path, test_manifest: str | Path, human_labels: str | Path | None = None,
-            log=print) -> Path:
+            targets: dict | None = None, log=print) -> Path:
+    """`targets`: device name -> `edgekd.profile.remote.SshTarget` for devices reachable over ssh:
+    their winner and near-budget candidates are also measured on the device, and that figure
+    decides whether a candidate meets its RTF budget."""
     from edgekd.audio import FeaturizerConfig
     from edgekd.profile.devices import load_device
     from edgekd.softtargets import SoftTargets
@@ -192,7 +195,11 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
     for r in rows:
         r["wer"] = scores.get(r["variant"], {}).get("wer")
         r["cer"] = scores.get(r["variant"], {}).get("cer")
-    return write_results(out, opts, budgets, rows, proxy, full, chosen, measure_host if opts.measure else None,
+    def measure(device, onnx, threads, seconds):
+        return measure_host(device, onnx, threads, seconds, target=(targets or {}).get(device.name),
+                            out_dir=out / "on-device")
+
+    return write_results(out, opts, budgets, rows, proxy, full, chosen, measure if opts.measure else None,
                          devices, soft_targets, test_manifest, t0, log)
 
 
