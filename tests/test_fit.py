@@ -151,7 +151,7 @@ def test_streaming_budget_fits_a_streaming_student_scored_by_sherpa_online(pl, s
     assert hyps and all("-c" in h.parent.name for h in hyps)  # scored as streaming files
     exp = tmp_path / "winner-pixel7"
     table = json.loads((exp / "verify.table.json").read_text())["rows"]
-    fp32 = next(r for r in table if r["artifact"] == "model.onnx")
+    fp32 = next(r for r in table if r["artifact"] == f"{win['chunk_ms']}ms/model.onnx")
     assert fp32["runtime"] == "sherpa-onnx-online" and fp32["identical"] >= 0.99 and fp32["ok"]
     assert fp32["identical_long"] is not None  # long audio (>= 30 s) was in the verify set
 

@@ -16,7 +16,13 @@ from edgekd.records import read_artifacts
 
 @pytest.fixture
 def tiny_config(tmp_path, tiny_model):
+    from edgekd.audio import NEMO_FEATURES
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+
     teacher = tiny_model.save(tmp_path / "teacher.safetensors")
+    stream = Checkpoint(ConformerCTC(load_preset("tiny-stream")).eval(), NEMO_FEATURES, tiny_model.tokens,
+                        "tiny-stream", "student").save(tmp_path / "stream.safetensors")
     cfg = {"run_dir": str(tmp_path / "run"), "data": {"synth": True},
            "synth": {"seed": 5, "hours_source": 0.001, "hours_target": 0.001, "min_split_utts": 6,
                      "piper_fraction": 0.0},
@@ -25,7 +31,8 @@ def tiny_config(tmp_path, tiny_model):
            "distil": {"preset": "tiny", "max_frames": 3000,
                       "loop": {"max_steps": 6, "warmup_steps": 1, "eval_every": 3, "ckpt_every": 3, "progress": False}},
            "prune": {"multiple": 4, "finetune_steps": 3, "max_frames": 3000},
-           "export": {"tflite": [], "calibration_utts": 3, "verify_utts": 4, "latency_repeats": 1},
+           "export": {"tflite": [], "calibration_utts": 3, "verify_utts": 4, "latency_repeats": 1,
+                      "streaming_checkpoint": str(stream), "streaming_chunks_ms": [160]},
            "profile": {"iterations": 2, "warmup": 0, "seconds": 2.0}, "devices": ["rpi4"]}
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -66,9 +73,13 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     prof = StageManifest.load(run / "profile")
     assert str(run / "export" / "artifacts.json") in prof.inputs
     arts = read_artifacts(run / "export" / "artifacts.json")
-    assert {a.metadata["model"] for a in arts} == {"student", "pruned"} and all(a.size_bytes > 0 for a in arts)
+    assert {a.metadata["model"] for a in arts} == {"student", "pruned", "streaming"} and all(a.size_bytes > 0 for a in arts)
+    stream = [a for a in arts if a.metadata["model"] == "streaming"]  # the streaming student's online package
+    assert {a.runtime for a in stream} == {"sherpa-onnx-online"} and len(stream) == 2
+    assert all(a.metadata["verified"] for a in stream if a.precision == "fp32")  # sherpa == PyTorch streaming
     table = json.loads((run / "profile" / "rpi4.table.json").read_text())["rows"]
     assert {r["artifact"] for r in table} >= {"student/model.onnx", "pruned/model.onnx"}
+    assert (run / "profile" / "rpi4_streaming.table.json").exists()  # the latency suite ran on it
 
 
 def test_distil_from_a_general_student_scores_it_before_and_after(tiny_config, tmp_path):

@@ -41,6 +41,10 @@ class ExportOptions:
     verify_utts: int = 100  # test utterances scored per artifact
     latency_repeats: int = 5
     bundle_utts: int = 20  # labelled bundle/ for on-device WER (`edgekd bench --bundle`); 0 = none
+    # Pipeline only: also export this streaming student, one sherpa-onnx online package per chunk
+    # size (edgekd.export.stream_export), verified and profiled beside the offline artifacts.
+    streaming_checkpoint: str = ""
+    streaming_chunks_ms: tuple[int, ...] = (160, 320, 640)
 
     def __post_init__(self):
         self._verify()
@@ -53,6 +57,8 @@ class ExportOptions:
             raise ValueError(f"unknown quantization mode(s) {bad}; ONNX: {ONNX_QUANT}, LiteRT: {TFLITE_MODES}")
         if self.tflite_window < 16 or not 8 <= self.tflite_context < self.tflite_window // 2:
             raise ValueError("need tflite_window >= 16 and 8 <= tflite_context < tflite_window/2")
+        if not self.streaming_chunks_ms or min(self.streaming_chunks_ms) <= 0:
+            raise ValueError(f"streaming_chunks_ms must be > 0 ms, got {self.streaming_chunks_ms}")
         if self.calibration_utts < 1 or self.verify_utts < 1 or self.bundle_utts < 0:
             raise ValueError("calibration_utts and verify_utts must be >= 1, bundle_utts >= 0")
 

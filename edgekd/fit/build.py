@@ -48,8 +48,8 @@ def _base(v: Variant, root: Path) -> Path:
 def _streaming_base(v: Variant, root: Path) -> Path:
     """The fp32 streaming package of the variant's weights for its chunk size (once per chunk)."""
     from edgekd.export.streaming import export_streaming_onnx
-    from edgekd.fit.space import chunk_frames
     from edgekd.models import load_checkpoint
+    from edgekd.models.streaming import chunk_frames
 
     onnx = variant_onnx(Variant(v.arch, v.prune, "fp32", v.chunk_ms), root)
     if not onnx.exists():
@@ -137,45 +137,8 @@ def measure_host(device, onnx: Path, threads: int | None, seconds: float, target
 
 
 def export_streaming_winner(checkpoint: Path, chunk_ms: int, out: Path, test, verify_utts: int) -> Path:
-    """The streaming winner as a sherpa-onnx online package (fp32 + MatMul-only int8), verified the
-    way `edgekd verify` gates artifacts: sherpa-onnx's online transcript against edgekd's own
-    PyTorch streaming transcript (identical share, on the test set plus >= 30 s of long audio),
-    and WER against the references; the gates are `edgekd.export.verify.GATES`."""
-    import time
+    """The streaming winner as a sherpa-onnx online package (`out/<ms>ms/`: fp32 + MatMul-only
+    int8), verified as `edgekd.export.stream_export` verifies every streaming package."""
+    from edgekd.export.stream_export import run_streaming_export
 
-    from edgekd.decode import wer_cer
-    from edgekd.export.runtime import SherpaOnline, normalize
-    from edgekd.export.streaming import stream_text, write_streaming_package
-    from edgekd.export.verify import GATES, verify_set
-    from edgekd.fit.space import chunk_frames
-    from edgekd.manifest import StageManifest
-    from edgekd.models import load_checkpoint
-
-    t0 = time.time()
-    ck = load_checkpoint(checkpoint)
-    chunk = chunk_frames(ck.dims, chunk_ms, ck.featurizer.frame_rate)
-    write_streaming_package(ck, out, chunk)
-    utts = verify_set(ck, test, verify_utts)
-    refs = [u.text for u in utts]
-    torch_hyps = [normalize(stream_text(ck, u.wave, chunk)) for u in utts]
-    rows, failed = [{"artifact": "pytorch-streaming", **wer_cer(refs, torch_hyps), "identical": 1.0}], []
-    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8-dynamic")):
-        rt = SherpaOnline(out / name)
-        hyps = [rt.decode(u.wave).text for u in utts]
-        same = [h == t for h, t in zip(hyps, torch_hyps)]
-        row = {"artifact": name, "runtime": "sherpa-onnx-online", "precision": precision, **wer_cer(refs, hyps),
-               "identical": sum(same) / len(same),
-               "identical_long": (sum(s for s, u in zip(same, utts) if u.long) / sum(u.long for u in utts)
-                                  if any(u.long for u in utts) else None)}
-        row["ok"] = row["identical"] >= GATES[precision].min_identical
-        if not row["ok"]:
-            failed.append(name)
-        rows.append(row)
-    atomic_write(out / "verify.table.json", json.dumps({"title": f"streaming winner ({chunk_ms} ms chunks) vs "
-                                                                 "PyTorch streaming", "rows": rows}, indent=1))
-    m = StageManifest(stage="export", config={"checkpoint": str(checkpoint), "chunk_ms": chunk_ms},
-                      outputs={"model": "model.onnx", "int8": "model.int8.onnx", "tokens": "tokens.txt",
-                               "verify": "verify.table.json"},
-                      metrics={"failed": failed, "utterances": len(utts)}, timings={"wall_s": round(time.time() - t0, 1)})
-    m.add_inputs(checkpoint, test)
-    return m.save(out)
+    return run_streaming_export(checkpoint, out, (chunk_ms,), test_manifest=test, verify_utts=verify_utts)

@@ -30,11 +30,11 @@ from edgekd.fit.space import (
     WIDTHS,
     Arch,
     architectures,
-    chunk_frames,
     cost_variants,
     variants,
 )
 from edgekd.manifest import StageManifest
+from edgekd.models.streaming import chunk_frames
 
 
 @dataclass(frozen=True)

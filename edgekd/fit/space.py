@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from edgekd.errors import ConfigError
 from edgekd.models import load_preset
 from edgekd.models.conformer import ConformerDims
 
@@ -62,16 +61,6 @@ class Variant:
 
 PRESETS = ("student-xs", "student-s")
 STREAMING_SUFFIX = "-stream"  # a streaming architecture's name: its offline twin's + this
-
-
-def chunk_frames(dims: ConformerDims, chunk_ms: float, frame_rate: float = 100.0) -> int:
-    """Output frames in a chunk of `chunk_ms` (40 ms each at a 10 ms hop and subsampling 4)."""
-    step = 1000.0 * dims.subsampling / frame_rate
-    n = chunk_ms / step
-    if n < 1 or abs(n - round(n)) > 1e-6:
-        raise ConfigError(f"fit.chunk_ms: {chunk_ms:g} ms is not a whole number of {step:g} ms output frames "
-                          f"(e.g. {', '.join(f'{int(step * k)}' for k in (4, 8, 16))})")
-    return int(round(n))
 
 
 def architectures(vocab_size: int, n_mels: int = 80, widths=WIDTHS, depths=DEPTHS, presets=PRESETS,
@@ -183,7 +172,7 @@ def cost_variants(arch: Arch, vs: list[Variant], targets: list[tuple], *, featur
     Export (`shape_graph`) + quantize of a random model of the right shape, once for all targets:
     weights change nothing the estimator reads (shapes, op types, precisions)."""
     from edgekd.export.quantize import quantize
-    from edgekd.models.streaming import shift_frames, window_frames
+    from edgekd.models.streaming import chunk_frames, shift_frames, window_frames
     from edgekd.profile.estimate import estimate_records
 
     out: list[dict[str, dict[str, float]]] = [{} for _ in targets]

@@ -23,7 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.errors import ConfigError
 from edgekd.models.conformer import ConformerCTC, ConformerDims, rotary
+
+
+def chunk_frames(dims: ConformerDims, chunk_ms: float, frame_rate: float = 100.0) -> int:
+    """Output frames in a chunk of `chunk_ms` (40 ms each at a 10 ms hop and subsampling 4)."""
+    step = 1000.0 * dims.subsampling / frame_rate
+    n = chunk_ms / step
+    if n < 1 or abs(n - round(n)) > 1e-6:
+        raise ConfigError(f"fit.chunk_ms: {chunk_ms:g} ms is not a whole number of {step:g} ms output frames "
+                          f"(e.g. {', '.join(f'{int(step * k)}' for k in (4, 8, 16))})")
+    return int(round(n))
 
 
 def shift_frames(dims: ConformerDims, chunk: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from edgekd.pipeline.config import PipelineConfig, dump_config
 from edgekd.pipeline.engine import Ref, Stage, StageContext, StageResult
@@ -41,9 +42,25 @@ def export_stage(cfg: PipelineConfig) -> Stage:
     if cfg.section("prune").enabled:
         models["pruned"] = Ref("prune", "model")
 
+    if opts.streaming_checkpoint:  # a streaming student beside the offline ones (its file is an input)
+        models["streaming"] = Path(opts.streaming_checkpoint)
+
     def run(ctx: StageContext) -> StageResult:
         rows, failed, outputs, arts = [], [], {}, []
         for name in models:
+            if name == "streaming":
+                from edgekd.export.stream_export import run_streaming_export
+
+                m = json.loads(run_streaming_export(ctx.input(name), ctx.dir / name, opts.streaming_chunks_ms,
+                                                    test_manifest=ctx.input("test"),
+                                                    verify_utts=opts.verify_utts).read_text())
+                # its checks (sherpa-onnx online vs PyTorch streaming) stay in streaming/verify.table.json
+                failed += [f"{name}/{a}" for a in m["metrics"]["failed"]]
+                outputs.update({f"{name}/{k}": f"{name}/{v}" for k, v in m["outputs"].items()})
+                for a in read_artifacts(ctx.dir / name / "artifacts.json"):
+                    label = f"{name}/{a.metadata['chunk_ms']}ms/{a.path.rsplit('/', 1)[-1]}"
+                    arts.append(dataclasses.replace(a, metadata={**a.metadata, "model": name, "label": label}))
+                continue
             # the pruned model gets the cheap variants only: its question is speed vs WER, not formats
             o = opts if name == "student" else dataclasses.replace(opts, tflite=(), quantize=("int8-dynamic",),
                                                                    sherpa=False)
