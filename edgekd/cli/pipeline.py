@@ -40,11 +40,14 @@ def demo(
     t0 = time.time()
     from edgekd.teachers import SHIPPED_TEACHER as teacher  # wherever the demo is started from
 
+    from edgekd.models import SHIPPED_STREAMING_STUDENT as streaming
     from edgekd.models import SHIPPED_STUDENT as student
 
     sets = [f"run_dir={run_dir}", f"teachers=[{teacher}]"]
     if student.is_file():  # the demo adapts the shipped general student (distil.init in demo.yaml)
         sets.append(f"distil.init={student}")
+    if streaming.is_file():  # and exports + profiles the shipped streaming student beside it
+        sets.append(f"export.streaming_checkpoint={streaming}")
     lm = teacher.parent / "lm.arpa"
     if lm.is_file() and have("flashlight.lib.text"):  # the teacher's 1-best hard labels by beam search + LM
         sets += ["pseudolabel.beam=16", f"pseudolabel.lm={lm}"]

@@ -24,6 +24,7 @@ from edgekd.tokens import DEFAULT_TOKENS
 PRESET_DIR = Path(__file__).parent / "presets"
 # The general student shipped beside the teacher (scripts/train_student.sh): the demo adapts it.
 SHIPPED_STUDENT = Path(__file__).resolve().parents[2] / "models" / "student" / "student-xs.safetensors"
+SHIPPED_STREAMING_STUDENT = SHIPPED_STUDENT.with_name("student-xs-stream.safetensors")  # sherpa-onnx online
 
 
 def preset_names() -> list[str]:
