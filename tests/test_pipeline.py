@@ -56,7 +56,7 @@ def test_pipeline_end_to_end_skip_and_force(tiny_config, tmp_path):
     from edgekd.pipeline import summary_lines
 
     summary = summary_lines(tmp_path / "run")
-    assert len(summary) == 5 and "student" in summary[0] and "rpi4" in summary[4], summary
+    assert len(summary) == 6 and "student" in summary[0] and "sherpa-onnx online" in summary[4] and "rpi4" in summary[5], summary
     md = forced["report"]["md"].read_text()
     assert "Teacher vs student" in md and "Every artifact checked" in md and "rpi4" in md
     review = StageManifest.load(tmp_path / "run" / "review")

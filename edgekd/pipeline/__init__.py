@@ -71,6 +71,15 @@ def summary_lines(run_dir: str | Path) -> list[str]:
             lines.append(f"smallest ONNX: {best['model']}/{best['artifact']} {best['size_mb']:.2f} MB, WER "
                          f"{100 * best['wer']:.1f} %, {best['latency_ms_10s_1thread']:.0f} ms per 10 s on 1 host thread; "
                          f"checks failed: {sum(not r['ok'] for r in rows)}")
+    if e and "streaming/verify" in e.outputs:  # the streaming student's sherpa-onnx online packages
+        rows = json.loads((run_dir / "export" / e.outputs["streaming/verify"]).read_text())["rows"]
+        fp32 = [r for r in rows if r.get("runtime") == "sherpa-onnx-online" and r["precision"] == "fp32"]
+        if fp32:
+            chunks = ", ".join(r["artifact"].split("/")[0] for r in fp32)
+            wers = ", ".join(f"{100 * r['wer']:.1f} %" for r in fp32)
+            same = min(r["identical"] for r in fp32)
+            lines.append(f"streaming (sherpa-onnx online, {chunks}): WER {wers}; fp32 gives PyTorch's streaming "
+                         f"transcript on {100 * same:.0f} %; checks failed: {sum(not r['ok'] for r in rows)}")
     p = load("profile")
     if p:
         parts = []
