@@ -203,12 +203,15 @@ class SherpaRuntime(Runtime):
     runtime = "sherpa-onnx"
 
     def __init__(self, path: str | Path, threads: int = 1):
-        import sherpa_onnx
-
         self.model, tok = _package_files(Path(path))
         _sherpa_facts(self, self.model)
         self.tokens = tuple(line.rsplit(" ", 1)[0].replace("▁", " ") for line in tok.read_text().splitlines())
-        self.rec = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(
+        self.rec = self._recognizer(tok, threads)
+
+    def _recognizer(self, tok: Path, threads: int):
+        import sherpa_onnx
+
+        return sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(
             model=str(self.model), tokens=str(tok), num_threads=threads, decoding_method="greedy_search")
 
     def decode(self, wave):
@@ -224,14 +227,10 @@ class SherpaOnline(SherpaRuntime):
 
     runtime = "sherpa-onnx-online"
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def _recognizer(self, tok: Path, threads: int):
         import sherpa_onnx
 
-        self.model, tok = _package_files(Path(path))
-        _sherpa_facts(self, self.model)
-        self.tokens = tuple(line.rsplit(" ", 1)[0].replace("▁", " ") for line in tok.read_text().splitlines())
-        self.rec = sherpa_onnx.OnlineRecognizer.from_nemo_ctc(model=str(self.model), tokens=str(tok),
-                                                              num_threads=threads)
+        return sherpa_onnx.OnlineRecognizer.from_nemo_ctc(model=str(self.model), tokens=str(tok), num_threads=threads)
 
     def decode(self, wave):
         from edgekd.export.streaming import with_tail

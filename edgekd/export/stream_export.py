@@ -22,15 +22,14 @@ RUNTIME = "sherpa-onnx-online"
 FILES = (("model.onnx", "fp32"), ("model.int8.onnx", "int8-dynamic"))  # a package's two files
 
 
-def verify_package(ck, pkg: Path, chunk: int, utts, torch_hyps: list[str] | None = None) -> list[dict]:
-    """One row per file of the package in `pkg`: WER, identical share (all / long), ok."""
+def verify_package(pkg: Path, utts, torch_hyps: list[str]) -> list[dict]:
+    """One row per file of the package in `pkg`: WER, identical share with `torch_hyps` (PyTorch's
+    streaming transcripts of `utts`; all / long), ok."""
     from edgekd.decode import wer_cer
-    from edgekd.export.runtime import SherpaOnline, normalize
-    from edgekd.export.streaming import stream_text
+    from edgekd.export.runtime import SherpaOnline
     from edgekd.export.verify import GATES
 
     refs = [u.text for u in utts]
-    torch_hyps = torch_hyps or [normalize(stream_text(ck, u.wave, chunk)) for u in utts]
     rows = []
     for name, precision in FILES:
         rt = SherpaOnline(pkg / name)
@@ -66,7 +65,7 @@ def run_streaming_export(checkpoint: str | Path, out: str | Path, chunks_ms: tup
         torch_hyps = [normalize(stream_text(ck, u.wave, chunk)) for u in utts]
         rows.append({"artifact": f"{ms}ms/pytorch-streaming", "runtime": "torch", "precision": "fp32",
                      **wer_cer([u.text for u in utts], torch_hyps), "identical": 1.0, "ok": True})
-        got = verify_package(ck, pkg, chunk, utts, torch_hyps)
+        got = verify_package(pkg, utts, torch_hyps)
         rows += got
         for (name, precision), row in zip(FILES, got):
             arts.append(Artifact(f"streaming-{ms}ms-{precision}", str(pkg / name), "onnx", precision,

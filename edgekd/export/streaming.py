@@ -77,6 +77,18 @@ def streaming_metadata(ck: Checkpoint, chunk: int) -> dict[str, str]:
     return meta
 
 
+def example_inputs(dims, chunk: int) -> tuple[torch.Tensor, ...]:
+    """The exporters' example inputs, in INPUTS order: two streams at different points (one fresh,
+    one with a full cache) keep batch and masking symbolic. Drawn from their own generator, so an
+    export never moves the caller's RNG."""
+    k, c = cache_shapes(dims)
+    win = window_frames(dims, chunk)
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(2, dims.n_mels, win, generator=g), torch.full((2,), win, dtype=torch.int64),
+            torch.randn(2, *k, generator=g), torch.randn(2, *c, generator=g),
+            torch.tensor([0, dims.left_context], dtype=torch.int64))
+
+
 def export_streaming_onnx(ck: Checkpoint, path: str | Path, chunk: int, *, write_tokens: bool = True) -> Path:
     """Export `ck` (a streaming model) for chunks of `chunk` output frames; dynamic batch."""
 
@@ -90,13 +102,7 @@ def export_streaming_onnx(ck: Checkpoint, path: str | Path, chunk: int, *, write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = NemoStreamingGraph(StreamingStep(ck.model.eval(), chunk)).eval()
-    k, c = cache_shapes(ck.dims)
-    win = window_frames(ck.dims, chunk)
-    # two streams at different points (one fresh, one with a full cache) keep batch and masking symbolic
-    g = torch.Generator().manual_seed(0)  # example inputs: never from (or moving) the caller's RNG
-    args = (torch.randn(2, ck.dims.n_mels, win, generator=g), torch.full((2,), win, dtype=torch.int64),
-            torch.randn(2, *k, generator=g), torch.randn(2, *c, generator=g),
-            torch.tensor([0, ck.dims.left_context], dtype=torch.int64))
+    args = example_inputs(ck.dims, chunk)
     B = torch.export.Dim("B", min=1, max=64)
     shapes = tuple({0: B} for _ in INPUTS)
 

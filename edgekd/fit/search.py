@@ -118,6 +118,7 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
 
     def serves(a: Arch, b: Budget) -> bool:
         return a.streaming == b.streaming
+
     presets = out / "presets"
     presets.mkdir(exist_ok=True)
     for a in archs:  # each architecture is a preset file: distil and checkpoints name it
@@ -195,6 +196,7 @@ def run_fit(opts: FitOptions, budgets: list[Budget], soft_targets: str | Path, o
     for r in rows:
         r["wer"] = scores.get(r["variant"], {}).get("wer")
         r["cer"] = scores.get(r["variant"], {}).get("cer")
+
     def measure(device, onnx, threads, seconds):
         return measure_host(device, onnx, threads, seconds, target=(targets or {}).get(device.name),
                             out_dir=out / "on-device")

@@ -133,17 +133,15 @@ def streaming_shape_graph(ck, chunk: int, path: Path) -> Path:
         INPUTS,
         OUTPUTS,
         NemoStreamingGraph,
+        example_inputs,
         streaming_metadata,
     )
-    from edgekd.models.streaming import StreamingStep, cache_shapes, window_frames
+    from edgekd.models.streaming import StreamingStep
 
-    k, c = cache_shapes(ck.dims)
-    win = window_frames(ck.dims, chunk)
-    args = (torch.randn(2, ck.dims.n_mels, win), torch.full((2,), win, dtype=torch.int64), torch.randn(2, *k),
-            torch.randn(2, *c), torch.tensor([0, ck.dims.left_context], dtype=torch.int64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(NemoStreamingGraph(StreamingStep(ck.model.eval(), chunk)).eval(), args, str(path),
+        torch.onnx.export(NemoStreamingGraph(StreamingStep(ck.model.eval(), chunk)).eval(),
+                          example_inputs(ck.dims, chunk), str(path),
                           input_names=list(INPUTS), output_names=list(OUTPUTS), opset_version=18, dynamo=False,
                           dynamic_axes={n: {0: "B"} for n in INPUTS + OUTPUTS})
     set_metadata(path, streaming_metadata(ck, chunk))

@@ -42,25 +42,12 @@ def export_stage(cfg: PipelineConfig) -> Stage:
     if cfg.section("prune").enabled:
         models["pruned"] = Ref("prune", "model")
 
-    if opts.streaming_checkpoint:  # a streaming student beside the offline ones (its file is an input)
-        models["streaming"] = Path(opts.streaming_checkpoint)
+    # a streaming student beside the offline ones (its file is an input, so its content is fingerprinted)
+    streaming = {"streaming": Path(opts.streaming_checkpoint)} if opts.streaming_checkpoint else {}
 
     def run(ctx: StageContext) -> StageResult:
         rows, failed, outputs, arts = [], [], {}, []
         for name in models:
-            if name == "streaming":
-                from edgekd.export.stream_export import run_streaming_export
-
-                m = json.loads(run_streaming_export(ctx.input(name), ctx.dir / name, opts.streaming_chunks_ms,
-                                                    test_manifest=ctx.input("test"),
-                                                    verify_utts=opts.verify_utts).read_text())
-                # its checks (sherpa-onnx online vs PyTorch streaming) stay in streaming/verify.table.json
-                failed += [f"{name}/{a}" for a in m["metrics"]["failed"]]
-                outputs.update({f"{name}/{k}": f"{name}/{v}" for k, v in m["outputs"].items()})
-                for a in read_artifacts(ctx.dir / name / "artifacts.json"):
-                    label = f"{name}/{a.metadata['chunk_ms']}ms/{a.path.rsplit('/', 1)[-1]}"
-                    arts.append(dataclasses.replace(a, metadata={**a.metadata, "model": name, "label": label}))
-                continue
             # the pruned model gets the cheap variants only: its question is speed vs WER, not formats
             o = opts if name == "student" else dataclasses.replace(opts, tflite=(), quantize=("int8-dynamic",),
                                                                    sherpa=False)
@@ -75,6 +62,18 @@ def export_stage(cfg: PipelineConfig) -> Stage:
             for a in read_artifacts(ctx.dir / name / m["outputs"]["artifacts"]):
                 label = f"{name}/{a.path.rsplit('/', 1)[-1]}"
                 arts.append(dataclasses.replace(a, metadata={**a.metadata, "model": name, "label": label}))
+        if streaming:
+            from edgekd.export.stream_export import run_streaming_export
+
+            m = json.loads(run_streaming_export(ctx.input("streaming"), ctx.dir / "streaming", opts.streaming_chunks_ms,
+                                                test_manifest=ctx.input("test"),
+                                                verify_utts=opts.verify_utts).read_text())
+            # its checks (sherpa-onnx online vs PyTorch streaming) stay in streaming/verify.table.json
+            failed += [f"streaming/{a}" for a in m["metrics"]["failed"]]
+            outputs.update({f"streaming/{k}": f"streaming/{v}" for k, v in m["outputs"].items()})
+            for a in read_artifacts(ctx.dir / "streaming" / m["outputs"]["artifacts"]):
+                label = f"streaming/{a.metadata['chunk_ms']}ms/{a.path.rsplit('/', 1)[-1]}"
+                arts.append(dataclasses.replace(a, metadata={**a.metadata, "model": "streaming", "label": label}))
         write_artifacts(arts, ctx.dir / "artifacts.json")
         (ctx.dir / "verify.table.json").write_text(json.dumps(
             {"title": "Every artifact checked against its PyTorch model (target test split)", "rows": rows,
@@ -83,7 +82,7 @@ def export_stage(cfg: PipelineConfig) -> Stage:
         outputs.update({"verify": "verify.table.json", "artifacts": "artifacts.json"})
         return StageResult(outputs=outputs, metrics={"failed": failed, "artifacts": len(rows)})
     return Stage("export", run, dump_config(cfg)["export"],
-                 inputs={**models, "test": data(cfg, "target_test"), "calib": data(cfg, "target_dev")})
+                 inputs={**models, **streaming, "test": data(cfg, "target_test"), "calib": data(cfg, "target_dev")})
 
 
 def profile_stage(cfg: PipelineConfig) -> Stage:
