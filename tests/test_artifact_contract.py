@@ -1,5 +1,6 @@
-"""Artifacts describe themselves (issue 21, item 5): the .tflite sidecar's I/O contract, pruned
-models' real dims, and the sherpa-onnx package README's commands, run as written."""
+"""Artifacts describe themselves (issue 21, item 5): pruned models' real dims, and the sherpa-onnx
+package README's commands, run as written. (The .tflite sidecar's I/O contract is tested in
+test_export.py, on the LiteRT conversion the windowed-model tests share.)"""
 
 import json
 import re
@@ -12,7 +13,6 @@ import pytest
 import torch
 
 from edgekd.audio import FeaturizerConfig, load_audio
-from edgekd.export.litert import have_litert_torch
 from edgekd.manifest import read_manifest
 from edgekd.models import Checkpoint, load_checkpoint, load_preset
 from edgekd.models.conformer import ConformerCTC
@@ -28,31 +28,6 @@ def student(tmp_path_factory):
     p = tmp_path_factory.mktemp("contract") / "student.safetensors"
     Checkpoint(model, FeaturizerConfig(), DEFAULT_TOKENS, "tiny", "student").save(p)
     return p
-
-
-@pytest.mark.skipif(not have_litert_torch(), reason="litert-torch not installed (pip install 'edgekd[tflite]')")
-def test_tflite_sidecar_carries_the_whole_io_contract(student, tmp_path):
-    from edgekd.export.litert import TfliteModel, export_tflite, sidecar
-    from edgekd.export.runtime import open_model
-
-    ck = load_checkpoint(student)
-    p = export_tflite(ck, tmp_path / "m.tflite", window_frames=120, context_frames=24)
-    meta = json.loads(sidecar(p).read_text())
-    c = meta["contract"]
-    assert FeaturizerConfig.from_dict(json.loads(meta["featurizer"])) == ck.featurizer
-    assert json.loads(meta["tokens"]) == list(DEFAULT_TOKENS) and json.loads(meta["dims"]) == ck.dims.to_dict()
-    assert c["window_frames"] == 120 and c["context_frames"] == 24 and meta["context_frames"] == "24"
-    assert c["stride_frames"] == 72 and c["frame_rate"] == ck.frame_rate
-    m = TfliteModel(p)
-    assert list(m.x_in["shape"]) == c["input"]["shape"] and list(m.out["shape"]) == c["output"]["shape"]
-    # the written output-length rule, applied as a reader would, is the model's own
-    for n in (1, 7, 8, 9, 60, 119, 120):
-        k = n
-        for _ in range(c["output_length"]["halvings"]):
-            k = max((k - 1) // 2, 0)
-        assert k == int(ck.model.output_lengths(torch.tensor([n]))[0]), n
-    # a runner that knows only the file decodes with the context it was exported (and verified) with
-    assert open_model(p).context == 24
 
 
 def test_pruned_artifacts_carry_their_real_dims(student, tmp_path):

@@ -230,12 +230,21 @@ def test_pruning_then_kd_finetune(setup, tmp_path):
     assert ck.dims.ffn_dims == tuple(m["metrics"]["ffn_dims"]) and ck.train["step"] == 6
 
 
-@pytest.mark.skipif(not have_litert_torch(), reason="litert-torch not installed (pip install 'edgekd[tflite]')")
-def test_litert_window_export_and_chunking(setup, tmp_path):
-    from edgekd.export.litert import TfliteModel, chunked_log_probs, export_tflite, sidecar
+@pytest.fixture(scope="module")
+def tflite120(setup, tmp_path_factory):
+    """One LiteRT conversion (~12 s) shared by the tests of the windowed .tflite: 120-frame window, 24 of context."""
+    from edgekd.export.litert import export_tflite
 
+    if not have_litert_torch():
+        pytest.skip("litert-torch not installed (pip install 'edgekd[tflite]')")
     ck = load_checkpoint(setup / "student.safetensors")
-    p = export_tflite(ck, tmp_path / "m.tflite", window_frames=120)
+    return ck, export_tflite(ck, tmp_path_factory.mktemp("tflite") / "m.tflite", window_frames=120, context_frames=24)
+
+
+def test_litert_window_export_and_chunking(tflite120):
+    from edgekd.export.litert import TfliteModel, chunked_log_probs, sidecar
+
+    ck, p = tflite120
     assert json.loads(sidecar(p).read_text())["window_frames"] == "120"
     m = TfliteModel(p)
     f = np.random.default_rng(0).standard_normal((90, 80)).astype(np.float32) * 3 - 4
@@ -250,12 +259,37 @@ def test_litert_window_export_and_chunking(setup, tmp_path):
     assert (got.argmax(-1) == full[0].detach().numpy().argmax(-1)).mean() > 0.8
 
 
+def test_tflite_sidecar_carries_the_whole_io_contract(tflite120):
+    """Artifacts describe themselves (issue 21, item 5): the sidecar holds the whole I/O contract."""
+    from edgekd.export.litert import TfliteModel, sidecar
+    from edgekd.export.runtime import open_model
+
+    ck, p = tflite120
+    meta = json.loads(sidecar(p).read_text())
+    c = meta["contract"]
+    assert FeaturizerConfig.from_dict(json.loads(meta["featurizer"])) == ck.featurizer
+    assert json.loads(meta["tokens"]) == list(DEFAULT_TOKENS) and json.loads(meta["dims"]) == ck.dims.to_dict()
+    assert c["window_frames"] == 120 and c["context_frames"] == 24 and meta["context_frames"] == "24"
+    assert c["stride_frames"] == 72 and c["frame_rate"] == ck.frame_rate
+    m = TfliteModel(p)
+    assert list(m.x_in["shape"]) == c["input"]["shape"] and list(m.out["shape"]) == c["output"]["shape"]
+    # the written output-length rule, applied as a reader would, is the model's own
+    for n in (1, 7, 8, 9, 60, 119, 120):
+        k = n
+        for _ in range(c["output_length"]["halvings"]):
+            k = max((k - 1) // 2, 0)
+        assert k == int(ck.model.output_lengths(torch.tensor([n]))[0]), n
+    # a runner that knows only the file decodes with the context it was exported (and verified) with
+    assert open_model(p).context == 24
+
+
 def test_run_export_writes_a_verified_table(setup, tmp_path):
     from edgekd.export import ExportOptions, run_export
     from edgekd.export.verify import COLUMNS
 
-    opts = ExportOptions(tflite=("fp32",) if have_litert_torch() else (), tflite_window=200, tflite_context=24,
-                         calibration_utts=4, verify_utts=6, latency_repeats=2)
+    # no LiteRT here: its conversion costs ~12 s, and run_export's LiteRT row (runtime, long audio,
+    # gates) is test_transcribe_verify's, on the same tiny model
+    opts = ExportOptions(tflite=(), calibration_utts=4, verify_utts=6, latency_repeats=2)
     m = json.loads(run_export(opts, setup / "student.safetensors", tmp_path, test_manifest=setup / "c/source/test.jsonl",
                               calib_manifest=setup / "c/source/train.jsonl", progress=False).read_text())
     rows = json.loads((tmp_path / "verify.table.json").read_text())["rows"]

@@ -106,23 +106,15 @@ def _same_outputs(a, b):
             assert np.array_equal(za[k], zb[k]), (p.name, k)
 
 
-def test_two_node_cluster_gives_local_outputs_and_uses_both_nodes(two_nodes, job, tmp_path):
-    env, _ = two_nodes
-    d, teacher, local = job
-    p = _driver(env, d, teacher, tmp_path / "ray")
-    log = p.communicate(timeout=300)[0]
-    assert p.returncode == 0, log[-3000:]
-    _same_outputs(local, tmp_path / "ray")
-    m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
-    assert len(m["metrics"]["nodes"]) == 2  # actors on both nodes labeled shards
-
-
-def test_worker_killed_mid_shard_is_replaced_and_outputs_match(two_nodes, job, tmp_path):
+def test_two_nodes_give_local_outputs_through_a_worker_killed_mid_shard(two_nodes, job, tmp_path):
+    """One run covers both promises, as one job would meet them: a 2-node cluster's outputs equal
+    the local engine's, both nodes label, and an actor SIGKILLed mid-shard is replaced (a run
+    without the kill is the same code path minus the restart, so it earns no second cluster job)."""
     env, tag = two_nodes
     d, teacher, local = job
     out = tmp_path / "ray"
     # every actor pauses between a shard's labels file and its npz, so the kill lands mid-shard
-    p = _driver(env, d, teacher, out, EDGEKD_FAULT_PAUSE="pseudolabel-between-shard-files:1")
+    p = _driver(env, d, teacher, out, EDGEKD_FAULT_PAUSE="pseudolabel-between-shard-files:0.5")
     killed = None
     deadline = time.time() + 240
     while killed is None and time.time() < deadline and p.poll() is None:
@@ -137,3 +129,5 @@ def test_worker_killed_mid_shard_is_replaced_and_outputs_match(two_nodes, job, t
     assert p.returncode == 0, log[-3000:]
     assert killed not in _cluster_pids(tag)  # it really died; a restarted actor finished its shard
     _same_outputs(local, out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert len(m["metrics"]["nodes"]) == 2, m["metrics"]  # actors on both nodes labeled shards
