@@ -7,7 +7,8 @@ Recipes (all MatMul-only, ORT's own quantizer through `edgekd.export.quantize`):
   int8-dynamic per-tensor   what edgekd shipped before (weights one scale per tensor);
   int8-dynamic per-channel  one scale per output channel;
   + fp32 fallback           per-channel, the layers the sensitivity analysis flags kept fp32 (the default now);
-  int8-static minmax / percentile / entropy  QDQ, per-channel weights, activation ranges calibrated three ways.
+  int8-static minmax / percentile / entropy  QDQ, per-channel weights, activation ranges calibrated three ways;
+  --qat CKPT: the fine-tune of --model by quantization-aware KD (`edgekd qat`), fp32 and default int8.
 Scored on the test manifest plus concatenated long utterances (≥ 30 s, as `edgekd verify` does):
 identical greedy transcripts vs fp32 ONNX, WER and relative ΔWER, mean KL per frame. Speed: 1 thread,
 10 s of audio, rounds that visit every model in turn, medians (this box is noisy: ratios, not absolutes).
@@ -34,6 +35,9 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--utts", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--qat", action="append", default=[], metavar="CKPT",
+                    help="a quantization-aware-KD fine-tune of --model (`edgekd qat`): adds its fp32 and its "
+                         "default int8 rows, both compared with --model's fp32 transcripts (repeatable)")
     a = ap.parse_args()
 
     import jiwer
@@ -71,6 +75,12 @@ def main() -> None:
             quantize(fp, p, r.pop("mode"), calibration=cal, **r)
         paths[name] = p
         print(f"{name}: built in {time.time() - t0:.0f} s", flush=True)
+
+    for q in a.qat:  # the fine-tuned weights, exported and quantized by the same default recipe
+        tag = Path(q).stem
+        paths[f"{tag} fp32"] = export_onnx(load_checkpoint(q), a.out / f"{tag}.onnx")
+        paths[f"{tag} int8-dynamic + fp32 fallback"] = quantize(paths[f"{tag} fp32"], a.out / f"{tag}.int8.onnx",
+                                                                "int8-dynamic", calibration=cal)
 
     utts = verify_set(ck, a.test, a.utts)
     feats = [featurize([u.wave], ck.featurizer)[0][0].numpy() for u in utts]

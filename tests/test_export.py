@@ -334,3 +334,44 @@ def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgekd.cli", "prune", "--model", str(tmp_path / "nope.safetensors"),
                         "--out", str(tmp_path / "p"), "--ratio", "1.5"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "ratio" in r.stderr
+
+
+def test_qat_fake_quant_mirrors_onnxruntime_int8_dynamic(setup, tmp_path):
+    """The rounding QAT trains against is ORT's: the fake-quant PyTorch model lands far closer to
+    the int8-dynamic ONNX model's outputs than the fp32 model does."""
+    import copy
+
+    from edgekd.export.onnx import export_onnx, ort_session, run_onnx
+    from edgekd.export.qat import fake_quantize, strip_fake_quant
+    from edgekd.export.quantize import quantize
+
+    ck = load_checkpoint(setup / "student.safetensors")
+    p = export_onnx(ck, tmp_path / "m.onnx")  # the graph memo: the weights test_onnx_export made
+    q = quantize(p, tmp_path / "q.onnx", "int8-dynamic")  # no calibration: every weight MatMul int8
+    x = torch.randn(1, 300, 80, generator=torch.Generator().manual_seed(1)) * 3 - 4
+    n = torch.tensor([300])
+    ort_lp = run_onnx(ort_session(q), x.numpy(), n.numpy())[0][0]
+    fake = copy.deepcopy(ck.model)
+    assert fake_quantize(fake) == sum(isinstance(m, torch.nn.Linear) for m in ck.model.modules())
+    with torch.no_grad():
+        fp = ck.model.log_probs(x, n)[0][0].numpy()
+        fq = fake.log_probs(x, n)[0][0].numpy()
+        strip_fake_quant(fake)
+        assert np.array_equal(fake.log_probs(x, n)[0][0].numpy(), fp)  # stripped: the fp32 model again
+    err_fq, err_fp = np.abs(fq - ort_lp).mean(), np.abs(fp - ort_lp).mean()
+    assert err_fq < 0.2 * err_fp, (err_fq, err_fp)
+
+
+def test_qat_moves_the_model_toward_its_int8_self_and_records_the_run(setup, tmp_path):
+    from edgekd.export.qat import QATOptions, run_qat
+
+    out = run_qat(QATOptions(steps=20, lr=3e-6, max_frames=2000, progress=False), setup / "student.safetensors",
+                  setup / "c/source/train.jsonl", tmp_path / "qat.safetensors")
+    ck, before = load_checkpoint(out), load_checkpoint(setup / "student.safetensors")
+    info = ck.train["qat"]
+    assert info["steps"] == 20 and info["linear_layers"] > 0 and ck.dims == before.dims
+    # on the same probe audio, the fake-quant model's outputs moved toward the fp32 model's
+    assert info["probe_kl_after"] < 0.9 * info["probe_kl_before"], info
+    assert any(not torch.equal(a, b) for a, b in zip(ck.model.state_dict().values(), before.model.state_dict().values()))
+    with pytest.raises(ValueError, match="steps >= 1"):
+        QATOptions(steps=0)

@@ -41,7 +41,7 @@ COMMANDS = {
     "import": data.import_cmd, "synth": data.synth, "lm": data.lm_cmd,
     "train": teacher.train, "eval": teacher.eval_cmd, "pseudolabel": teacher.pseudolabel, "drift": teacher.drift,
     "distil": student.distil,
-    "prune": compress.prune, "quantize": compress.quantize, "export": compress.export_cmd, "verify": compress.verify,
+    "prune": compress.prune, "quantize": compress.quantize, "qat": compress.qat, "export": compress.export_cmd, "verify": compress.verify,
     "bench": device.bench, "profile": device.profile, "fit": fit.fit,
     "run": pipeline.run, "demo": pipeline.demo,
     "transcribe": transcribe.transcribe,

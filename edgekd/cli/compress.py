@@ -1,4 +1,4 @@
-"""`edgekd prune | quantize | export | verify`: the compression and export commands."""
+"""`edgekd prune | quantize | qat | export | verify`: the compression and export commands."""
 
 from __future__ import annotations
 
@@ -58,6 +58,26 @@ def quantize(
         feat = FeaturizerConfig.from_dict(json.loads(read_metadata(model)["featurizer"]))
         cal = calibration_features(calib, feat, calib_utts)
     say(str(q(model, out, mode, calibration=cal, fallback=fallback, method=method)))
+
+
+def qat(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.safetensors) whose int8 export should decode like its fp32.")],
+    audio: Annotated[Path, typer.Option(help="Manifest of audio to fine-tune on (no transcripts needed).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint (.safetensors).")],
+    steps: Annotated[int, typer.Option(help="Fine-tune steps.")] = 300,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-5,
+    max_frames: Annotated[int, typer.Option(help="Padded feature frames per batch.")] = 6000,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+):
+    """Quantization-aware KD: fine-tune so the int8-dynamic export gives the fp32 model's transcripts.
+
+    Usage: edgekd qat --model models/student/student-xs.safetensors --audio data/corpus/target/train.jsonl --out student-qat.safetensors
+    """
+    from edgekd.export.qat import QATOptions, run_qat
+
+    if not model.is_file():
+        raise EdgekdError(f"{model} does not exist")
+    say(str(run_qat(options(QATOptions, steps=steps, lr=lr, max_frames=max_frames, threads=threads), model, audio, out)))
 
 
 def export_cmd(
