@@ -4,7 +4,7 @@ Usage: python3 benchmarks/bench_pseudolabel.py --teacher models/teacher/teacher.
 
 Prints audio seconds per wall second, all on the same utterances in one run: (a) a naive loop
 (one file at a time, batch 1, one torch thread); `edgekd pseudolabel` in a fresh process (b) with
-1 worker, (c) 2 workers, (d) 2 workers with the teacher on onnxruntime, (e) 2 workers in bf16,
+1 worker, (c) 2 workers, (d) 2 workers with the teacher on onnxruntime fp32, (d') int8, (e) 2 workers in bf16,
 (f) Ray actors on a 1-node and a 2-node cluster started here with `ray start` (1 CPU each), every worker
 pinned to 1 thread. Throughput is shown end to end and for labeling alone (first shard start to
 last shard end: without spawning workers and loading teachers, which a long run pays once), per
@@ -127,12 +127,13 @@ def main() -> None:
     write_manifest(tmp / "subset.jsonl", utts)
     audio_s = sum(u.duration or 0 for u in utts)
     print(f"utterances: {len(utts)}, audio: {audio_s:.0f} s")
-    from edgekd.teachers.runtime import onnx_export_cached
+    from edgekd.teachers.runtime import onnx_int8_cached
 
-    onnx_export_cached(teacher)  # once, outside the timings (cached by sha256 like a user's second run)
+    onnx_int8_cached(teacher)  # fp32 + int8 graphs once, outside the timings (cached by sha256 like a user's second run)
     rows: dict[str, tuple[float, float, int, dict]] = {"naive per-file loop, 1 thread": (naive(teacher, utts), 0.0, 1, {})}
     runs = [("edgekd batched, 1 process", 1, "local", "torch"), ("edgekd batched, 2 processes", 2, "local", "torch"),
-            ("edgekd 2 processes, onnxruntime fp32", 2, "local", "onnx"), ("edgekd 2 processes, bf16", 2, "local", "bf16")]
+            ("edgekd 2 processes, onnxruntime fp32", 2, "local", "onnx"),
+            ("edgekd 2 processes, onnxruntime int8", 2, "local", "onnx-int8"), ("edgekd 2 processes, bf16", 2, "local", "bf16")]
     for name, workers, engine, runtime in runs:
         m = run_cli(tmp, teacher, name.replace(" ", "_").replace(",", ""), {}, "--workers", str(workers), "--threads",
                     "1", "--teacher-runtime", runtime)

@@ -140,6 +140,28 @@ def test_onnx_teacher_runtime_passes_the_parity_gate_and_labels_like_torch(data,
         assert (a.get(l["id"]).argmax(-1) == b.get(l["id"]).argmax(-1)).all()
 
 
+def test_onnx_int8_runtime_is_the_cached_graph_in_int8_with_its_ends_fp32(data, teacher, tmp_path, monkeypatch):
+    import onnx
+
+    from edgekd.audio import load_audio
+    from edgekd.export.onnx import read_metadata
+    from edgekd.manifest import read_manifest
+    from edgekd.teachers.runtime import load_runtime_teacher, onnx_int8_cached, parity
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    q = onnx_int8_cached(teacher)
+    assert q.parent == next((tmp_path / "cache" / "teachers").iterdir()) and (q.parent / "model.onnx").is_file()
+    kept = read_metadata(q)["fp32_fallback"].split(",")
+    ops = {n.name: n.op_type for n in onnx.load(str(q)).graph.node}
+    assert len(kept) == 2 and all(ops[k] == "MatMul" for k in kept)  # the first and last stay fp32 ...
+    assert "MatMulInteger" in ops.values()  # ... the others run in int8
+    stamp = q.stat().st_mtime_ns
+    assert onnx_int8_cached(teacher) == q and q.stat().st_mtime_ns == stamp  # cached: not quantized again
+    waves = [load_audio(u.audio) for u in read_manifest(data / "unlabeled.jsonl")[:3]]
+    fig = parity(load_runtime_teacher(teacher, "torch"), load_runtime_teacher(teacher, "onnx-int8"), waves)
+    assert 0 < fig["kl_per_frame"] < 1e-2 and fig["argmax_agree"] > 0.9, fig  # int8: close, not exact
+
+
 def test_a_runtime_that_fails_the_gate_is_refused_before_any_shard(data, teacher, tmp_path, monkeypatch):
     from edgekd.teachers import runtime
 

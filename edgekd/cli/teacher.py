@@ -74,8 +74,8 @@ def pseudolabel(
     workers: Annotated[int, typer.Option(help="Processes (local) or actors (ray; 0 = one per cluster CPU).")] = 2,
     threads: Annotated[int, typer.Option(help="Threads per worker (0 = cores // workers).")] = 0,
     engine: Annotated[str, typer.Option(help="local (process pool) or ray (RAY_ADDRESS joins a cluster).")] = "local",
-    teacher_runtime: Annotated[str, typer.Option(help="torch (fp32), onnx (onnxruntime fp32) or bf16; "
-                                                      "onnx/bf16 must pass a parity gate against torch first.")] = "torch",
+    teacher_runtime: Annotated[str, typer.Option(help="torch (fp32), onnx (onnxruntime fp32), onnx-int8 or bf16; "
+                                                      "all but torch must pass a parity gate against torch first.")] = "torch",
     beam: Annotated[int, typer.Option(help="1-best by beam search of this width (0 = greedy).")] = 0,
     lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (`edgekd lm`).")] = None,
     plan: Annotated[bool, typer.Option(help="Print the expected cost (wall and core hours, disk) from a "

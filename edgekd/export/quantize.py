@@ -24,7 +24,7 @@ import numpy as np
 from edgekd.atomic import atomic_write
 from edgekd.errors import EdgekdError
 from edgekd.export.onnx import read_metadata, set_metadata
-from edgekd.export.sensitivity import fallback_nodes, layer_sensitivity
+from edgekd.export.sensitivity import fallback_nodes, layer_sensitivity, weight_matmuls
 
 MODES = ("int8-dynamic", "int8-static", "fp16")
 CALIBRATION = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}  # ORT's CalibrationMethod
@@ -77,11 +77,15 @@ def equal_lengths(feats: list[np.ndarray], frames: int = 300) -> list[np.ndarray
 
 
 def quantize(src: str | Path, dst: str | Path, mode: str, *, calibration: list[np.ndarray] | None = None,
-             op_types: tuple[str, ...] = ("MatMul",), fallback: bool = True, method: str = "minmax") -> Path:
+             op_types: tuple[str, ...] = ("MatMul",), fallback: bool = True, method: str = "minmax",
+             fp32_ends: bool = False) -> Path:
     """Quantize ONNX `src` into `dst` with `mode` (one of MODES).
 
     int8-dynamic with `calibration` and `fallback`: layers found sensitive stay fp32, listed in the
     metadata (`fp32_fallback`) and, with every layer's score, in `<dst>.sensitivity.json`.
+    int8-dynamic with `fp32_ends` and no calibration: the first and last weight MatMuls (the
+    projection after subsampling, the output layer) stay fp32 -- the two layers the sensitivity
+    analysis flagged, far above the rest, on both the shipped student and teacher.
     int8-static: `method` picks how activation ranges are calibrated (one of CALIBRATION)."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
@@ -126,6 +130,10 @@ def quantize(src: str | Path, dst: str | Path, mode: str, *, calibration: list[n
                     meta_extra["fp32_fallback"] = ",".join(keep)
                     atomic_write(dst.with_suffix(".sensitivity.json"),
                                  json.dumps({"fp32_fallback": keep, "layers": rows}, indent=1))
+                elif fp32_ends:
+                    mm = weight_matmuls(pre)
+                    keep = [mm[0], mm[-1]] if len(mm) > 2 else []
+                    meta_extra["fp32_fallback"] = ",".join(keep)
                 quantize_dynamic(str(pre), str(tmp), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
                                  per_channel=True, nodes_to_exclude=keep)
             else:

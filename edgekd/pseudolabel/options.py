@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-RUNTIMES = ("torch", "onnx", "bf16")
+RUNTIMES = ("torch", "onnx", "onnx-int8", "bf16")
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class PseudoLabelOptions:
     workers: int = 2  # processes for the local engine; actors for Ray (0 = one per CPU of the cluster)
     threads: int = 0  # torch/BLAS threads per worker (0 = this machine's cores // workers, at least 1)
     engine: str = "local"  # "local" (process pool) or "ray" (Ray actors; extra [ray])
-    teacher_runtime: str = "torch"  # edgekd checkpoints run as "torch" fp32, "onnx" (onnxruntime fp32) or "bf16"
+    teacher_runtime: str = "torch"  # edgekd checkpoints run as "torch" fp32, "onnx" (onnxruntime fp32), "onnx-int8" or "bf16"
     parity_seconds: float = 20.0  # onnx/bf16: audio compared with torch fp32 before labeling (0 = skip the gate)
     beam: int = 0  # 1-best by CTC prefix beam search of this width (0 = greedy) ...
     lm: str = ""  # ... scored with this ARPA word LM (`edgekd lm`); soft targets are unaffected
@@ -51,7 +51,7 @@ class PseudoLabelOptions:
 
 # Options that change what a shard holds; the others (routing, workers, threads, engine, the
 # parity gate) act after the shards or not on their content, so a resume may change them.
-# teacher_runtime is here: bf16 (and, in the last bits, onnx) posteriors differ from torch fp32's.
+# teacher_runtime is here: bf16 and onnx-int8 (and, in the last bits, onnx) posteriors differ from torch fp32's.
 SHARD_OPTIONS = ("k", "mass_eps", "batch_seconds", "shard_utts", "min_shards", "teacher_runtime", "beam", "lm",
                  "lm_alpha", "lm_beta")
 
