@@ -1,0 +1,105 @@
+"""Host calibrations of the estimator's onnxruntime terms on real graphs (used by calibrate_estimator.py).
+
+* Per-node overhead: conformer CTC graphs of widths and depths that are *not* in bench_estimate.py's
+  host validation set (tiny, student-xs, student-s, teacher-m, MobileNet v1), random weights,
+  exported like the export stage, run by onnxruntime with the runner's session options at one
+  thread. Each graph's process CPU time per run (CPU time, not wall time: the box is shared, and
+  at one intra-op thread onnxruntime computes in the calling thread) minus the estimator's
+  roofline for it (every node's max(compute, memory), no overhead) is the overhead; divided by its
+  node count (shape nodes weighted as the estimator weights them) it is the per-node cost.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+# (d_model, n_layers, n_heads, ffn_dim, subsampling_channels): calibration graphs, none a preset
+CALIB_DIMS = [(48, 2, 2, 96, 16), (64, 6, 4, 128, 16), (80, 4, 4, 320, 32), (160, 3, 4, 640, 64)]
+CALIB_FRAMES = (200, 1000)  # 2 s and 10 s of features: two overhead shares per graph
+
+
+def export_dims(path: Path, d: int, layers: int, heads: int, ffn: int, sub: int) -> Path:
+    """An offline conformer CTC of these dims (vocab and features as the presets), exported like
+    bench_estimate.export_conformer: x (N, T, 80) + x_lens, dynamic T."""
+    import torch
+
+    from edgekd.models import load_preset
+    from edgekd.models.conformer import ConformerCTC
+
+    if path.exists():
+        return path
+    dims = load_preset("tiny").__class__(**{**load_preset("tiny").__dict__, "d_model": d, "n_layers": layers,
+                                            "n_heads": heads, "ffn_dim": ffn, "subsampling_channels": sub,
+                                            "conv_kernel": 15})
+    torch.manual_seed(0)
+    model = ConformerCTC(dims).eval()
+
+    class LogProbs(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, x_lens):
+            return self.m.log_probs(x, x_lens)
+
+    t = torch.export.Dim("T", min=dims.min_frames, max=6000)
+    torch.onnx.export(LogProbs(model).eval(), (torch.randn(2, 120, 80), torch.tensor([120, 90])), str(path), dynamo=True,
+                      input_names=["x", "x_lens"], output_names=["log_probs", "log_probs_len"],
+                      dynamic_shapes=({1: t}, None), opset_version=18, external_data=False)
+    return path
+
+
+def cpu_seconds_per_run(path: Path, frames: int, budget_s: float = 1.5) -> float:
+    """Median process CPU seconds of one run at one thread (runner's session options)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    batch = next(i.shape[0] for i in sess.get_inputs() if i.name == "x")  # exported batch (T alone is dynamic)
+    feed = {"x": np.random.default_rng(0).standard_normal((batch, frames, 80)).astype(np.float32),
+            "x_lens": np.full(batch, frames, np.int64)}
+    t = time.process_time()
+    sess.run(None, feed)
+    one = max(time.process_time() - t, 1e-4)
+    reps = max(3, min(200, int(budget_s / 5 / one)))
+    blocks = []
+    for _ in range(5):
+        t = time.process_time()
+        for _ in range(reps):
+            sess.run(None, feed)
+        blocks.append((time.process_time() - t) / reps)
+    return statistics.median(blocks)
+
+
+def node_weight(op) -> float:
+    """How many 'nodes' of dispatch the estimator charges this op (estimate.op_time's rule)."""
+    if op.op_class == "shape":
+        return 0.0 if op.bytes == 0 else 0.25
+    return 1.0
+
+
+def fit_node_overhead(work: Path, device, constants: dict) -> tuple[float, list[tuple]]:
+    """(cycles per node, rows (graph, frames, nodes, measured ms, roofline ms, µs per node))."""
+    from edgekd.profile import estimate as E
+
+    rt = dict(constants, dispatch_cycles=0.0)
+    ghz = device.clusters[0].max_ghz
+    rows, per_node = [], []
+    for dims in CALIB_DIMS:
+        name = "calib-d{}-l{}-h{}-f{}-s{}".format(*dims)
+        path = export_dims(work / f"{name}.onnx", *dims)
+        for frames in CALIB_FRAMES:
+            cost = E.analyze(path, frames)
+            roof = E.estimate_latency(cost, device, 1, runtime="onnxruntime", constants=rt)["latency_ms"]
+            meas = 1e3 * cpu_seconds_per_run(path, frames)
+            n = sum(node_weight(o) for o in cost.ops)
+            us = (meas - roof) * 1e3 / n
+            per_node.append(us)
+            rows.append((name, frames, n, meas, roof, us))
+    return statistics.median(per_node) * 1e3 * ghz, rows
