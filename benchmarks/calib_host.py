@@ -3,10 +3,12 @@
 * Per-node overhead: conformer CTC graphs of widths and depths that are *not* in bench_estimate.py's
   host validation set (tiny, student-xs, student-s, teacher-m, MobileNet v1), random weights,
   exported like the export stage, run by onnxruntime with the runner's session options at one
-  thread. Each graph's process CPU time per run (CPU time, not wall time: the box is shared, and
-  at one intra-op thread onnxruntime computes in the calling thread) minus the estimator's
-  roofline for it (every node's max(compute, memory), no overhead) is the overhead; divided by its
-  node count (shape nodes weighted as the estimator weights them) it is the per-node cost.
+  thread, at 2 s and 10 s of input. Each graph's process CPU time per run (CPU time, not wall
+  time: the box is shared, and at one intra-op thread onnxruntime computes in the calling thread)
+  minus the estimator's roofline for it (every node's max(compute, memory), no overhead) is what
+  the roofline leaves unexplained; a least-squares fit splits it into a cost per node and a cost
+  per byte moved by element-wise / data-movement nodes (the residual grows with the input
+  length, so a per-node constant alone does not fit).
 """
 
 from __future__ import annotations
@@ -84,13 +86,16 @@ def node_weight(op) -> float:
     return 1.0
 
 
-def fit_node_overhead(work: Path, device, constants: dict) -> tuple[float, list[tuple]]:
-    """(cycles per node, rows (graph, frames, nodes, measured ms, roofline ms, µs per node))."""
+def fit_node_overhead(work: Path, device, constants: dict) -> tuple[float, float, list[tuple]]:
+    """Least squares over the calibration graphs of
+        measured - roofline = nodes x dispatch + (bytes of element-wise nodes) x per-byte cost,
+    both >= 0. Returns (dispatch cycles per node, cycles per element-wise byte, rows), cycles of
+    this host's clock; rows: (graph, frames, nodes, measured ms, roofline ms, fitted ms)."""
     from edgekd.profile import estimate as E
 
-    rt = dict(constants, dispatch_cycles=0.0)
-    ghz = device.clusters[0].max_ghz
-    rows, per_node = [], []
+    rt = dict(constants, dispatch_cycles=0.0, node_cycles_per_byte=0.0)
+    hz = device.clusters[0].max_ghz * 1e9
+    pts = []
     for dims in CALIB_DIMS:
         name = "calib-d{}-l{}-h{}-f{}-s{}".format(*dims)
         path = export_dims(work / f"{name}.onnx", *dims)
@@ -98,8 +103,26 @@ def fit_node_overhead(work: Path, device, constants: dict) -> tuple[float, list[
             cost = E.analyze(path, frames)
             roof = E.estimate_latency(cost, device, 1, runtime="onnxruntime", constants=rt)["latency_ms"]
             meas = 1e3 * cpu_seconds_per_run(path, frames)
-            n = sum(node_weight(o) for o in cost.ops)
-            us = (meas - roof) * 1e3 / n
-            per_node.append(us)
-            rows.append((name, frames, n, meas, roof, us))
-    return statistics.median(per_node) * 1e3 * ghz, rows
+            nodes = sum(node_weight(o) for o in cost.ops)
+            other = sum(o.bytes for o in cost.ops if o.op_class == "other")
+            pts.append((name, frames, nodes, other, meas, roof))
+    a = np.array([[p[2], p[3]] for p in pts])
+    y = np.array([p[4] - p[5] for p in pts]) / 1e3  # seconds the roofline leaves unexplained
+    coef = _nnls2(a, y)
+    rows = [(n, f, nodes, meas, roof, roof + 1e3 * float(np.dot(coef, [nodes, other])))
+            for (n, f, nodes, other, meas, roof) in pts]
+    return float(coef[0] * hz), float(coef[1] * hz), rows
+
+
+def _nnls2(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares for two unknowns (the unconstrained fit, else the better one-term fit)."""
+    full = np.linalg.lstsq(a, y, rcond=None)[0]
+    if (full >= 0).all():
+        return full
+    best = None
+    for k in (0, 1):
+        c = np.zeros(2)
+        c[k] = max(0.0, float(np.dot(a[:, k], y) / np.dot(a[:, k], a[:, k])))
+        err = float(np.sum((a @ c - y) ** 2))
+        best = (err, c) if best is None or err < best[0] else best
+    return best[1]
