@@ -3,12 +3,11 @@
 * Per-node overhead: conformer CTC graphs of widths and depths that are *not* in bench_estimate.py's
   host validation set (tiny, student-xs, student-s, teacher-m, MobileNet v1), random weights,
   exported like the export stage, run by onnxruntime with the runner's session options at one
-  thread, at 2 s and 10 s of input. Each graph's process CPU time per run (CPU time, not wall
+  thread, at 0.32 s and 10 s of input. Each graph's process CPU time per run (CPU time, not wall
   time: the box is shared, and at one intra-op thread onnxruntime computes in the calling thread)
   minus the estimator's roofline for it (every node's max(compute, memory), no overhead) is what
-  the roofline leaves unexplained; a least-squares fit splits it into a cost per node and a cost
-  per byte moved by element-wise / data-movement nodes (the residual grows with the input
-  length, so a per-node constant alone does not fit).
+  the roofline leaves unexplained: at 0.32 s it is a cost per node, at 10 s what remains is a
+  cost per byte moved by element-wise / data-movement nodes (`fit_node_overhead`).
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ import numpy as np
 
 # (d_model, n_layers, n_heads, ffn_dim, subsampling_channels): calibration graphs, none a preset
 CALIB_DIMS = [(48, 2, 2, 96, 16), (64, 6, 4, 128, 16), (80, 4, 4, 320, 32), (160, 3, 4, 640, 64)]
-CALIB_FRAMES = (200, 1000)  # 2 s and 10 s of features: two overhead shares per graph
+SHORT_FRAMES, LONG_FRAMES = 32, 1000  # 0.32 s (overhead-bound) and 10 s of features
+CALIB_FRAMES = (SHORT_FRAMES, LONG_FRAMES)
 
 
 def export_dims(path: Path, d: int, layers: int, heads: int, ffn: int, sub: int) -> Path:
@@ -87,10 +87,13 @@ def node_weight(op) -> float:
 
 
 def fit_node_overhead(work: Path, device, constants: dict) -> tuple[float, float, list[tuple]]:
-    """Least squares over the calibration graphs of
-        measured - roofline = nodes x dispatch + (bytes of element-wise nodes) x per-byte cost,
-    both >= 0. Returns (dispatch cycles per node, cycles per element-wise byte, rows), cycles of
-    this host's clock; rows: (graph, frames, nodes, measured ms, roofline ms, fitted ms)."""
+    """(dispatch cycles per node, cycles per element-wise byte, rows), cycles of this host's clock.
+
+    Two steps, so that the noisy part (the roofline, whose peak rates are measured on a shared
+    machine) weighs least where it is least known: at SHORT_FRAMES the roofline is a small part of
+    a run, and (CPU time - roofline) / nodes is the per-node cost (median over graphs); at
+    LONG_FRAMES what is still unexplained, divided by the bytes the element-wise nodes move, is the
+    per-byte cost (median, floored at 0). rows: (graph, frames, nodes, CPU ms, roofline ms, fitted ms)."""
     from edgekd.profile import estimate as E
 
     rt = dict(constants, dispatch_cycles=0.0, node_cycles_per_byte=0.0)
@@ -99,30 +102,14 @@ def fit_node_overhead(work: Path, device, constants: dict) -> tuple[float, float
     for dims in CALIB_DIMS:
         name = "calib-d{}-l{}-h{}-f{}-s{}".format(*dims)
         path = export_dims(work / f"{name}.onnx", *dims)
-        for frames in CALIB_FRAMES:
+        for frames in (SHORT_FRAMES, LONG_FRAMES):
             cost = E.analyze(path, frames)
-            roof = E.estimate_latency(cost, device, 1, runtime="onnxruntime", constants=rt)["latency_ms"]
-            meas = 1e3 * cpu_seconds_per_run(path, frames)
+            roof = E.estimate_latency(cost, device, 1, runtime="onnxruntime", constants=rt)["latency_ms"] / 1e3
+            meas = cpu_seconds_per_run(path, frames)
             nodes = sum(node_weight(o) for o in cost.ops)
             other = sum(o.bytes for o in cost.ops if o.op_class == "other")
             pts.append((name, frames, nodes, other, meas, roof))
-    a = np.array([[p[2], p[3]] for p in pts])
-    y = np.array([p[4] - p[5] for p in pts]) / 1e3  # seconds the roofline leaves unexplained
-    coef = _nnls2(a, y)
-    rows = [(n, f, nodes, meas, roof, roof + 1e3 * float(np.dot(coef, [nodes, other])))
-            for (n, f, nodes, other, meas, roof) in pts]
-    return float(coef[0] * hz), float(coef[1] * hz), rows
-
-
-def _nnls2(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares for two unknowns (the unconstrained fit, else the better one-term fit)."""
-    full = np.linalg.lstsq(a, y, rcond=None)[0]
-    if (full >= 0).all():
-        return full
-    best = None
-    for k in (0, 1):
-        c = np.zeros(2)
-        c[k] = max(0.0, float(np.dot(a[:, k], y) / np.dot(a[:, k], a[:, k])))
-        err = float(np.sum((a @ c - y) ** 2))
-        best = (err, c) if best is None or err < best[0] else best
-    return best[1]
+    per_node = statistics.median((m - r) / n for _, f, n, _, m, r in pts if f == SHORT_FRAMES)
+    per_byte = max(0.0, statistics.median((m - r - n * per_node) / b for _, f, n, b, m, r in pts if f == LONG_FRAMES))
+    rows = [(name, f, n, 1e3 * m, 1e3 * r, 1e3 * (r + n * per_node + b * per_byte)) for name, f, n, b, m, r in pts]
+    return per_node * hz, per_byte * hz, rows

@@ -272,13 +272,13 @@ def main() -> None:
                             "cache_bytes_per_cycle": round(stream, 2),
                             "dispatch_cycles": {
                                 "value": round(node_cyc),
-                                "basis": f"least squares over {len(CALIB_DIMS)} conformer CTC graphs (d_model, layers, "
-                                         f"heads, ffn, subsampling channels = {CALIB_DIMS}) at {CALIB_FRAMES} frames, "
+                                "basis": f"median over {len(CALIB_DIMS)} conformer CTC graphs (d_model, layers, "
+                                         f"heads, ffn, subsampling channels = {CALIB_DIMS}) at {CALIB_FRAMES[0]} frames (overhead-bound), "
                                          "random weights, 1 thread, process CPU time on this host, minus the "
                                          "roofline; none of them is a validated preset"},
                             "node_cycles_per_byte": {
                                 "value": round(byte_cyc, 4),
-                                "basis": "the same fit's second term: cycles per byte moved by element-wise / "
+                                "basis": "the same graphs at 1000 frames: what remains unexplained per byte moved by element-wise / "
                                          "data-movement nodes beyond the roofline"},
                             "basis": "serial fraction: k2-fsa/sherpa TTS RTF table, Raspberry Pi 4, 1-4 threads "
                                      "(median of 13 models); cache bytes/cycle: median over "
