@@ -90,8 +90,11 @@ def test_torch_exported_graph_resolves(tmp_path):
 def test_estimate_is_monotone_in_macs():
     dev = load_device("rpi4")
     times = []
-    for macs in (1e4, 1e6, 1e7, 1e8, 1e9, 1e10):
-        op = OpCost("x", "MatMul", "gemm", "fp32", macs, bytes=1e6, weight_bytes=5e5)
+    # square GEMMs of growing n (MACs n^3, three n x n fp32 tensors): more work never takes less time.
+    # (Not MACs alone at fixed bytes: a node's thread count follows its MACs, so a 1e4-MAC node that
+    # moved 1 MB would stay on one core's bandwidth while a 1e6-MAC one gets four.)
+    for n in (16, 64, 128, 256, 1024, 2048):
+        op = OpCost("x", "MatMul", "gemm", "fp32", float(n) ** 3, bytes=12.0 * n * n, weight_bytes=4.0 * n * n)
         c, m, o = op_time(op, dev, threads=4)
         times.append(max(c, m) + o)
     assert times == sorted(times) and times[-1] > times[0]
