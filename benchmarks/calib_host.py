@@ -56,16 +56,19 @@ def export_dims(path: Path, d: int, layers: int, heads: int, ffn: int, sub: int)
 
 
 def cpu_seconds_per_run(path: Path, frames: int, budget_s: float = 1.5) -> float:
-    """Median process CPU seconds of one run at one thread (runner's session options)."""
+    """Median process CPU seconds of one run at one thread (runner's session options); inputs:
+    random features, dynamic axes at `frames`, int64 inputs (lengths) = `frames`."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    batch = next(i.shape[0] for i in sess.get_inputs() if i.name == "x")  # exported batch (T alone is dynamic)
-    feed = {"x": np.random.default_rng(0).standard_normal((batch, frames, 80)).astype(np.float32),
-            "x_lens": np.full(batch, frames, np.int64)}
+    feed = {}
+    for i in sess.get_inputs():  # fixed dims as exported (a dynamo export fixes the batch), dynamic ones = frames
+        shape = [d if isinstance(d, int) else frames for d in i.shape]
+        feed[i.name] = (np.full(shape, frames, np.int64) if "int64" in i.type else
+                        np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     t = time.process_time()
     sess.run(None, feed)
     one = max(time.process_time() - t, 1e-4)
