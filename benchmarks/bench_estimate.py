@@ -2,6 +2,7 @@
 
 Usage: nice -n 10 python3 benchmarks/bench_estimate.py [--quick] [--out runs/bench_estimate]
        python3 benchmarks/bench_estimate.py --only streaming --streaming runs/s16/lat/pkg-*/model*.onnx
+       python3 benchmarks/bench_estimate.py --only published --dram-all-cores 0.3   # a what-if, labelled
 
 (a) This host: conformer CTC artifacts (edgekd presets, random weights, exported like the export
     stage: x (N,T,80) + x_lens, dynamic T), an int8 (dynamic, MatMul-only) variant, and MobileNet
@@ -256,7 +257,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip teacher-m; fewer iterations")
     ap.add_argument("--only", choices=("host", "published", "streaming"), help="run one of the tables")
     ap.add_argument("--streaming", nargs="+", default=[], type=Path, help="streaming .onnx files: table (a')")
+    ap.add_argument("--dram-all-cores", type=float, default=None,
+                    help="what-if: all cores together reach this fraction of DRAM peak (estimate.DRAM_EFF_ALL_CORES; "
+                         "0.3 = no more than one core), printed as such")
     args = ap.parse_args()
+    if args.dram_all_cores is not None:
+        import edgekd.profile.estimate as E
+
+        print(f"WHAT-IF: DRAM_EFF_ALL_CORES {E.DRAM_EFF_ALL_CORES} -> {args.dram_all_cores} (not the shipped model)")
+        E.DRAM_EFF_ALL_CORES = args.dram_all_cores
     if args.only == "streaming" and not args.streaming:
         ap.error("--only streaming needs --streaming FILE.onnx ...")
     work = Path(args.out)
