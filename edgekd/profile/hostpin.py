@@ -149,7 +149,8 @@ def host_device(threads: int | None = None) -> Device:
         except (OSError, ValueError):
             continue
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    isa = tuple(f for f, k in (("avx2", "avx2"), ("fma", "fma"), ("avx512", "avx512f")) if k in flags.split())
+    isa = tuple(f for f, k in (("avx2", "avx2"), ("fma", "fma"), ("avx512", "avx512f"), ("avx512vnni", "avx512_vnni"))
+                if k in flags.split())  # vnni: int8 dot products (estimate.precision_factor)
     gemm_eff = E.runtime_constants("onnxruntime")["efficiency"]["gemm"]["fp32"]
     return Device(name="host", description=f"this machine, calibrated ({gflops:.1f} GFLOP/s sgemm, {copy_gbs:.1f} GB/s copy)",
                   kind="host", soc="host", os=sys.platform, arch=os.uname().machine,
