@@ -2,11 +2,21 @@
 
 Usage: python3 benchmarks/calibrate_estimator.py [--out edgekd/profile/calibration.json] [--work runs/calibrate]
 
-Three terms, each from references kept apart from the ones benchmarks/bench_estimate.py validates
-against (TFLite's MobileNet v1 on Pixel 3/4, sherpa-onnx's Whisper tiny.en on a Pi 4):
+Four terms, each from references kept apart from the ones benchmarks/bench_estimate.py validates
+against (TFLite's MobileNet v1 on Pixel 3/4, sherpa-onnx's Whisper tiny.en fp32 and int8 on a
+Pi 4, and on this host the conformer presets tiny / student-xs / student-s / teacher-m, an int8
+student-s and MobileNet v1):
+
+Host timings are process CPU time (at one intra-op thread onnxruntime computes in the calling
+thread), so other work on a shared box slows them less than wall time would.
 
 1. Dispatch overhead per node, measured here: an onnxruntime graph of N chained tiny Adds, one
-   thread, (t(N=257) - t(N=1)) / 256, in cycles of this CPU's clock.
+   thread, (t(N=257) - t(N=1)) / 256, in cycles of this CPU's clock (the shared value; LiteRT
+   uses it).
+1b. onnxruntime's overhead in real graphs (benchmarks/calib_host.py): conformer CTC graphs of
+   other widths and depths than the validated presets, one thread, at 2 s and 10 s of input;
+   what the roofline leaves unexplained, fitted as cycles per node + cycles per byte moved by
+   element-wise nodes.
 2. Amdahl serial fraction per runtime, from published single- vs multi-thread pairs:
    s = (n / speedup - 1) / (n - 1) for each pair, median over pairs.
    * litert (XNNPACK): google/XNNPACK README, "Performance / Mobile phones" (end2end_bench,
@@ -100,10 +110,10 @@ def dispatch_cycles(reps: int = 3000) -> tuple[float, float, float]:
             sess.run(None, x)
         ts = []
         for _ in range(5):
-            t = time.perf_counter()
+            t = time.process_time()
             for _ in range(reps):
                 sess.run(None, x)
-            ts.append((time.perf_counter() - t) / reps)
+            ts.append((time.process_time() - t) / reps)
         return statistics.median(ts)
 
     us = (per_run(257) - per_run(1)) / 256 * 1e6
@@ -167,10 +177,10 @@ def elementwise_bytes_per_cycle(shape=(1, 250, 144), n: int = 64, reps: int = 20
             sess.run(None, feed)
         ts = []
         for _ in range(5):
-            t = time.perf_counter()
+            t = time.process_time()
             for _ in range(reps // 5):
                 sess.run(None, feed)
-            ts.append((time.perf_counter() - t) / (reps // 5) / n)
+            ts.append((time.process_time() - t) / (reps // 5) / n)
         out[op] = moved / statistics.median(ts) / (cpu_ghz() * 1e9)
     return out
 
@@ -224,6 +234,18 @@ def main() -> None:
     print("   element-wise bytes/cycle (onnxruntime, cache-resident): "
           + ", ".join(f"{k} {v:.2f}" for k, v in bpc.items()) + f"; median {stream:.2f}")
 
+    from calib_host import CALIB_DIMS, CALIB_FRAMES, fit_node_overhead
+    from edgekd.profile.hostpin import host_device
+
+    host = host_device(1)
+    documented = dict(E.runtime_constants("onnxruntime", calibration={}), cache_bytes_per_cycle=stream)
+    node_cyc, byte_cyc, rows = fit_node_overhead(work, host, documented)
+    print(f"1b. onnxruntime overhead in real graphs ({host.description}): {node_cyc:.0f} cycles per node "
+          f"+ {byte_cyc:.3f} cycles per element-wise byte")
+    print(f"   {'calibration graph':<28}{'frames':>7}{'nodes':>7}{'CPU ms':>9}{'roofline':>10}{'fitted':>9}")
+    for name, frames, nodes, meas, roof, fit in rows:
+        print(f"   {name:<28}{frames:7d}{nodes:7.0f}{meas:9.2f}{roof:10.2f}{fit:9.2f} ({100 * (fit / meas - 1):+.0f} %)")
+
     s_lite = [amdahl_pair(n, t1, tn) for _, _, n, t1, tn in XNNPACK_PAIRS]
     s_ort = [amdahl_curve(r) for r in SHERPA_TTS_PI4.values()]
     print(f"2. serial fraction: litert median {statistics.median(s_lite):.3f} over {len(s_lite)} pairs "
@@ -248,6 +270,16 @@ def main() -> None:
                                 "on Pixel 3a"},
             "onnxruntime": {"serial_fraction": round(statistics.median(s_ort), 3),
                             "cache_bytes_per_cycle": round(stream, 2),
+                            "dispatch_cycles": {
+                                "value": round(node_cyc),
+                                "basis": f"median over {len(CALIB_DIMS)} conformer CTC graphs (d_model, layers, "
+                                         f"heads, ffn, subsampling channels = {CALIB_DIMS}) at {CALIB_FRAMES[0]} frames (overhead-bound), "
+                                         "random weights, 1 thread, process CPU time on this host, minus the "
+                                         "roofline; none of them is a validated preset"},
+                            "node_cycles_per_byte": {
+                                "value": round(byte_cyc, 4),
+                                "basis": "the same graphs at 1000 frames: what remains unexplained per byte moved by element-wise / "
+                                         "data-movement nodes beyond the roofline"},
                             "basis": "serial fraction: k2-fsa/sherpa TTS RTF table, Raspberry Pi 4, 1-4 threads "
                                      "(median of 13 models); cache bytes/cycle: median over "
                                      + ", ".join(ELEMENTWISE) + " chains on (1, 250, 144) on this host; efficiency: "

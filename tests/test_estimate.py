@@ -90,8 +90,11 @@ def test_torch_exported_graph_resolves(tmp_path):
 def test_estimate_is_monotone_in_macs():
     dev = load_device("rpi4")
     times = []
-    for macs in (1e4, 1e6, 1e7, 1e8, 1e9, 1e10):
-        op = OpCost("x", "MatMul", "gemm", "fp32", macs, bytes=1e6, weight_bytes=5e5)
+    # square GEMMs of growing n (MACs n^3, three n x n fp32 tensors): more work never takes less time.
+    # (Not MACs alone at fixed bytes: a node's thread count follows its MACs, so a 1e4-MAC node that
+    # moved 1 MB would stay on one core's bandwidth while a 1e6-MAC one gets four.)
+    for n in (16, 64, 128, 256, 1024, 2048):
+        op = OpCost("x", "MatMul", "gemm", "fp32", float(n) ** 3, bytes=12.0 * n * n, weight_bytes=4.0 * n * n)
         c, m, o = op_time(op, dev, threads=4)
         times.append(max(c, m) + o)
     assert times == sorted(times) and times[-1] > times[0]
@@ -170,3 +173,73 @@ def test_a_qdq_matmul_is_costed_as_int8(tmp_path):
     mm = next(o for o in analyze(m, 10).ops if o.name == "mm")
     assert mm.precision == "int8" and mm.macs == 10 * 64 * 32
     assert mm.bytes == 10 * 64 + 64 * 32 + 4 * 10 * 32  # int8 operands, fp32 output
+
+
+def _graph(ops, weight_bytes=0):
+    from edgekd.profile.graphcost import GraphCost
+
+    return GraphCost(path="<ops>", frames=1, ops=ops, params=0, weight_bytes=weight_bytes, peak_activation_bytes=0,
+                     peak_at="", input_bytes=0)
+
+
+def test_a_graph_of_many_tiny_nodes_is_overhead_bound_and_linear_in_nodes():
+    # 64-byte element-wise nodes: no compute, nanoseconds of traffic -- their time is the dispatch
+    dev = load_device("rpi4")
+    tiny = [OpCost(f"n{i}", "Add", "other", "fp32", 0.0, bytes=64, weight_bytes=0) for i in range(400)]
+    est = estimate_latency(_graph(tiny), dev, 1, runtime="onnxruntime")
+    assert est["overhead_ms"] > 0.9 * est["latency_ms"]
+    twice = estimate_latency(_graph(tiny + tiny), dev, 1, runtime="onnxruntime")
+    assert twice["latency_ms"] == pytest.approx(2 * est["latency_ms"])
+    # and more threads do not help it: nothing in it is worth a second thread
+    assert estimate_latency(_graph(tiny), dev, 4, runtime="onnxruntime")["latency_ms"] == pytest.approx(est["latency_ms"])
+
+
+def test_threads_per_node_follow_the_runtime_rule():
+    from edgekd.profile.estimate import EIGEN_CYCLES_PER_BYTE, MLAS_MACS_PER_THREAD, node_threads
+
+    gemm = lambda macs: OpCost("g", "MatMul", "gemm", "fp32", macs, bytes=1e3, weight_bytes=0)  # noqa: E731
+    assert node_threads(gemm(MLAS_MACS_PER_THREAD - 1), 4, "onnxruntime") == 1  # MLAS: multiplies / 64 Ki + 1
+    assert node_threads(gemm(2 * MLAS_MACS_PER_THREAD), 4, "onnxruntime") == 3
+    assert node_threads(gemm(1e9), 4, "onnxruntime") == 4
+    ew = lambda b: OpCost("e", "Add", "other", "fp32", 0.0, bytes=b, weight_bytes=0)  # noqa: E731
+    assert node_threads(ew(1e5), 4, "onnxruntime") == 1  # Eigen: under 200 k cycles of traffic stays on one
+    assert node_threads(ew(320e3 / EIGEN_CYCLES_PER_BYTE), 4, "onnxruntime") == 3
+    assert node_threads(OpCost("s", "Reshape", "shape", "fp32", 0, 0, 0), 4, "onnxruntime") == 1
+
+
+def test_a_node_with_little_work_does_not_speed_up_with_threads_and_a_big_one_does():
+    dev = load_device("rpi4")
+
+    def t(op, n):
+        c, m, o = op_time(op, dev, n, runtime="onnxruntime")
+        return max(c, m) + o
+
+    # a decoder-step-sized matrix-vector product (1 x 192 x 192) and a small element-wise node
+    for small in (OpCost("gemv", "MatMul", "gemm", "fp32", 192 * 192, bytes=4 * 192 * 194, weight_bytes=4 * 192 * 192),
+                  OpCost("add", "Add", "other", "fp32", 0.0, bytes=3 * 4 * 192, weight_bytes=0)):
+        assert t(small, 4) == pytest.approx(t(small, 1))
+    # a TTS-sized convolution: 2 GMAC, cache-friendly
+    big = OpCost("conv", "Conv", "conv", "fp32", 2e9, bytes=4e6, weight_bytes=1e6)
+    assert t(big, 4) < 0.45 * t(big, 1)
+
+
+def test_real_graph_overhead_grows_with_the_bytes_an_elementwise_node_moves():
+    from edgekd.profile.estimate import runtime_constants
+
+    dev = load_device("rpi4")
+    rt = dict(runtime_constants("onnxruntime"), node_cycles_per_byte=0.05)
+    small, big = (OpCost("a", "Add", "other", "fp32", 0.0, bytes=b, weight_bytes=0) for b in (1e3, 1e5))
+    o_small, o_big = op_time(small, dev, 1, rt=rt)[2], op_time(big, dev, 1, rt=rt)[2]
+    clock = dev.core_list()[0].max_ghz * 1e9
+    assert o_big - o_small == pytest.approx(0.05 * (1e5 - 1e3) / clock)
+    # a GEMM pays only the dispatch: its traffic is in its roofline
+    g = OpCost("g", "MatMul", "gemm", "fp32", 1e3, bytes=1e5, weight_bytes=0)
+    assert op_time(g, dev, 1, rt=rt)[2] == pytest.approx(rt["dispatch_cycles"] / clock)
+
+
+def test_weights_beyond_the_last_level_cache_stream_from_dram():
+    dev = load_device("rpi4")  # 1 MiB L2
+    op = OpCost("gemv", "MatMul", "gemm", "fp32", 256 * 256, bytes=4 * 256 * 258, weight_bytes=4 * 256 * 256)
+    fits = estimate_latency(_graph([op] * 3, weight_bytes=3 * op.weight_bytes), dev, 1)["memory_ms"]
+    spills = estimate_latency(_graph([op] * 30, weight_bytes=30 * op.weight_bytes), dev, 1)["memory_ms"]
+    assert spills / 30 > 2 * fits / 3  # DRAM per byte is well below cache streaming

@@ -4,25 +4,33 @@ The graph's static cost (MACs, bytes, parameters and peak activation memory by t
 node, for an input of `frames` feature frames) comes from `edgekd.profile.graphcost.analyze`.
 
 `estimate_latency(cost, device, threads, runtime)`: each node takes
-    max(compute time, bytes / bandwidth) + a dispatch overhead,
+    max(compute time, bytes / bandwidth) + a per-node overhead,
 summed over the graph (ops run one after another; intra-op threads split each op). The figures:
   * compute time on one core = FLOPs / (GHz x fp32 FLOP/cycle x precision factor x
     efficiency[runtime][op class][precision]) on the fastest core. Precision factor: fp32 1;
     fp16 2 with the fp16 ISA extension, else 1 (runs as fp32); int8 2 (widening multiply-
     accumulate, NEON/AVX2), 4 with dotprod/VNNI, 8 with i8mm.
-  * on n threads (Amdahl): t1 x (s + (1 - s) / n'), s = the runtime's serial fraction, n' = the
-    used cores' summed speed relative to the fastest (big.LITTLE). An op uses
-    min(threads, FLOPs / PAR_GRAIN_FLOPS) threads: small ops do not split.
+  * threads per node: a runtime splits a node only as far as its work pays for the threads
+    (`node_threads`): onnxruntime gives a GEMM/conv one thread per 64 Ki multiply-accumulates
+    (MLAS) and an element-wise node one per 100 k cycles of Eigen-costed memory traffic after a
+    100 k-cycle start-up; LiteRT one per PAR_GRAIN_FLOPS. On n' of them (Amdahl):
+    t1 x (s + (1 - s) / n'), s = the runtime's serial fraction, n' = the node's cores' summed
+    speed relative to the fastest (big.LITTLE). So a decoder step's matrix-vector products and
+    small element-wise nodes stay on one or two threads while large convolutions use them all.
   * bandwidth: a working set below the last-level cache streams at CACHE_BYTES_PER_CYCLE per
     core-cycle (per runtime: what its element-wise kernels reach); above it, DRAM at the profile's
-    theoretical peak x DRAM_EFF_ONE_CORE per thread, capped at DRAM_EFF_ALL_CORES.
-  * dispatch overhead: DISPATCH cycles per node of the fastest core (a quarter for shape ops).
-The per-runtime efficiencies, serial fractions and the dispatch cycles are *calibrated* by
-benchmarks/calibrate_estimator.py into calibration.json next to this file -- on host
-micro-benchmarks and on published figures kept apart from the ones benchmarks/bench_estimate.py
-validates against; what calibration.json does not give falls back to the documented assumptions
-below. Every estimate is labelled `source: estimated`. A cache-aware streaming graph is costed
-per window, with its first-partial and end-of-speech -> final latency (`estimate_records`).
+    theoretical peak x DRAM_EFF_ONE_CORE per thread, capped at DRAM_EFF_ALL_CORES. When the
+    graph's weights do not fit in the last-level cache, each node's weights come from DRAM.
+  * per-node overhead: `dispatch_cycles` of the fastest core per node (a quarter for shape ops),
+    plus, for element-wise / data-movement nodes, `node_cycles_per_byte` per byte they move (what
+    a real graph's kernels cost beyond a chain of identical micro-benchmark nodes: broadcasting,
+    strides, allocation), split over the node's threads like its compute.
+The per-runtime efficiencies, serial fractions and overheads are *calibrated* by
+benchmarks/calibrate_estimator.py into calibration.json next to this file -- on host graphs and
+on published figures kept apart from the ones benchmarks/bench_estimate.py validates against;
+what calibration.json does not give falls back to the documented assumptions below. Every
+estimate is labelled `source: estimated`. A cache-aware streaming graph is costed per window,
+with its first-partial and end-of-speech -> final latency (`estimate_records`).
 """
 
 from __future__ import annotations
@@ -50,7 +58,13 @@ EFFICIENCY = {
 }
 SERIAL_FRACTION = 0.10  # Amdahl serial share of an op's compute (sync, imbalance, unsplit loops)
 DISPATCH_CYCLES = 4000  # per-op runtime overhead (kernel lookup, allocation, thread wake-up)
-PAR_GRAIN_FLOPS = 2e6  # an op gets one thread per this many FLOPs (thread-pool chunking)
+PAR_GRAIN_FLOPS = 2e6  # LiteRT: an op gets one thread per this many FLOPs (thread-pool chunking)
+# onnxruntime's own rules for how many threads a node gets (published source, not fitted):
+MLAS_MACS_PER_THREAD = 64 * 1024  # microsoft/onnxruntime core/mlas/lib/mlasi.h MLAS_SGEMM_THREAD_COMPLEXITY:
+#                                   GEMM / conv threads = multiplies / this + 1
+EIGEN_STARTUP_CYCLES = 1e5  # libeigen unsupported/Eigen/CXX11/src/Tensor/TensorCostModel.h kStartupCycles and
+EIGEN_PER_THREAD_CYCLES = 1e5  # kPerThreadCycles, which onnxruntime's ThreadPool::ParallelFor
+EIGEN_CYCLES_PER_BYTE = 11 / 64  # (core/common/threadpool.cc) asks; its cost per byte loaded / stored
 CACHE_BYTES_PER_CYCLE = 16.0  # L1/L2 streaming per core-cycle for cache-resident working sets
 DRAM_EFF_ONE_CORE = 0.30  # one core reaches ~30 % of theoretical DRAM bandwidth (latency-bound)
 DRAM_EFF_ALL_CORES = 0.60  # all cores together reach ~60 %
@@ -58,9 +72,10 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
 
 def runtime_constants(runtime: str, calibration: dict | None = None) -> dict[str, Any]:
-    """{"efficiency", "serial_fraction", "dispatch_cycles", "cache_bytes_per_cycle"} for `runtime`
-    (onnxruntime | litert): fitted values over the documented assumptions above. `calibration`
-    defaults to calibration.json's content; {} gives the documented assumptions alone."""
+    """{"efficiency", "serial_fraction", "dispatch_cycles", "node_cycles_per_byte",
+    "cache_bytes_per_cycle"} for `runtime` (onnxruntime | litert): fitted values over the
+    documented assumptions above (a runtime's own dispatch_cycles over the file's shared one).
+    `calibration` defaults to calibration.json's content; {} gives the documented assumptions."""
     if calibration is None:
         calibration = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.exists() else {}
     cal = calibration
@@ -68,9 +83,11 @@ def runtime_constants(runtime: str, calibration: dict | None = None) -> dict[str
     eff = {cls: dict(row) for cls, row in EFFICIENCY.items()}
     for cls, row in rt.get("efficiency", {}).items():
         eff.setdefault(cls, {}).update(row)
+    shared = cal.get("dispatch_cycles", {}).get("value", DISPATCH_CYCLES)
     return {"efficiency": eff, "serial_fraction": rt.get("serial_fraction", SERIAL_FRACTION),
-            "dispatch_cycles": cal.get("dispatch_cycles", {}).get("value", DISPATCH_CYCLES),
-            "cache_bytes_per_cycle": rt.get("cache_bytes_per_cycle", CACHE_BYTES_PER_CYCLE)}
+            "dispatch_cycles": rt.get("dispatch_cycles", {}).get("value", shared),
+            "node_cycles_per_byte": rt.get("node_cycles_per_byte", {}).get("value", 0.0),
+            "cache_bytes_per_cycle": rt.get("cache_bytes_per_cycle", CACHE_BYTES_PER_CYCLE), "runtime": runtime}
 
 
 # ---------------------------------------------------------------- latency
@@ -88,28 +105,50 @@ def precision_factor(device: Device, precision: str) -> float:
     return 1.0
 
 
+def node_threads(op: OpCost, threads: int, runtime: str) -> int:
+    """How many of `threads` the runtime splits this node over: as many as its work pays for."""
+    if op.op_class == "shape":
+        return 1
+    if runtime == "onnxruntime":
+        if op.op_class in ("gemm", "conv", "dwconv"):
+            n = int(op.macs // MLAS_MACS_PER_THREAD) + 1
+        else:  # element-wise: ThreadPool::ParallelFor -> Eigen's cost model on the bytes it moves
+            n = int((op.bytes * EIGEN_CYCLES_PER_BYTE - EIGEN_STARTUP_CYCLES) / EIGEN_PER_THREAD_CYCLES + 0.9)
+    else:
+        n = int(2.0 * op.macs // PAR_GRAIN_FLOPS)
+    return max(1, min(threads, n))
+
+
 def op_time(op: OpCost, device: Device, threads: int, runtime: str | None = None,
-            rt: dict | None = None) -> tuple[float, float, float]:
-    """(compute s, memory s, overhead s) of one op on `threads` threads of `device` under `runtime`."""
+            rt: dict | None = None, weights_cached: bool = True) -> tuple[float, float, float]:
+    """(compute s, memory s, overhead s) of one op on `threads` threads of `device` under `runtime`.
+    `weights_cached`: False when the graph's weights exceed the last-level cache (read from DRAM)."""
     rt = rt or runtime_constants(runtime or device.runtime)
+    runtime = runtime or rt.get("runtime") or device.runtime
     cores = device.core_list()[:max(1, min(threads, device.cores))]
     flops = 2.0 * op.macs
-    t_op = max(1, min(len(cores), int(flops // PAR_GRAIN_FLOPS) or 1))
+    t_op = node_threads(op, len(cores), runtime)
     used = cores[:t_op]
     eff = rt["efficiency"].get(op.op_class, rt["efficiency"]["other"])[op.precision]
     fast = used[0].max_ghz * 1e9 * used[0].fp32_flops_per_cycle
     t1 = flops / (fast * precision_factor(device, op.precision) * eff) if flops else 0.0
     speed = sum(c.max_ghz * 1e9 * c.fp32_flops_per_cycle for c in used) / fast  # cores, in fastest-core units
     s = rt["serial_fraction"]
-    t_compute = t1 * (s + (1.0 - s) / speed)
-    if op.bytes <= device.llc_kb * 1024:
-        bw = sum(c.max_ghz * 1e9 * rt["cache_bytes_per_cycle"] for c in used)
+    split = s + (1.0 - s) / speed  # Amdahl over the node's own threads (1 when it runs on one)
+    t_compute = t1 * split
+    dram = device.mem_bandwidth_gbs * 1e9 * min(DRAM_EFF_ALL_CORES, DRAM_EFF_ONE_CORE * t_op)
+    streamed = 0.0 if weights_cached else op.weight_bytes
+    act = op.bytes - streamed
+    if act <= device.llc_kb * 1024:
+        t_mem = act / sum(c.max_ghz * 1e9 * rt["cache_bytes_per_cycle"] for c in used) + streamed / dram
     else:
-        bw = device.mem_bandwidth_gbs * 1e9 * min(DRAM_EFF_ALL_CORES, DRAM_EFF_ONE_CORE * t_op)
-    t_mem = op.bytes / bw
-    overhead = 0.0 if op.op_class == "shape" and op.bytes == 0 else rt["dispatch_cycles"] / (cores[0].max_ghz * 1e9)
+        t_mem = op.bytes / dram
+    clock = cores[0].max_ghz * 1e9
+    overhead = 0.0 if op.op_class == "shape" and op.bytes == 0 else rt["dispatch_cycles"] / clock
     if op.op_class == "shape":
         overhead *= 0.25  # shape bookkeeping: no kernel launch, still a node to walk
+    elif op.op_class == "other":  # real element-wise kernels' cost beyond the micro-benchmark's
+        overhead += rt.get("node_cycles_per_byte", 0.0) * op.bytes / clock * split
     return t_compute, t_mem, overhead
 
 
@@ -120,11 +159,12 @@ def estimate_latency(cost: GraphCost, device: Device, threads: int | None = None
     `constants` (a `runtime_constants` dict) replaces them, as the calibration's fit does."""
     threads = threads or device.threads
     runtime = runtime or device.runtime
-    rt = constants or runtime_constants(runtime)
+    rt = dict(constants or runtime_constants(runtime), runtime=runtime)
+    cached = cost.weight_bytes <= device.llc_kb * 1024  # else every call streams the weights from DRAM
     total = comp = mem = ovh = 0.0
     by_class: dict[str, float] = defaultdict(float)
     for op in cost.ops:
-        c, m, o = op_time(op, device, threads, rt=rt)
+        c, m, o = op_time(op, device, threads, rt=rt, weights_cached=cached)
         t = max(c, m) + o
         total += t
         comp += c
