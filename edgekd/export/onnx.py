@@ -26,7 +26,7 @@ from edgekd import __version__
 from edgekd.audio import Featurizer
 from edgekd.errors import EdgekdError
 from edgekd.models import Checkpoint
-from edgekd.tokens import Tokenizer
+from edgekd.tokens import Tokenizer, spm_to_text
 
 OPSET = 18
 MAX_FRAMES = 100_000  # upper bound of the dynamic time axis: ~16 min of audio
@@ -71,6 +71,8 @@ def metadata_for(ck: Checkpoint, quantization: str = "fp32", waveform: bool = Fa
         "edgekd_version": __version__,
         "comment": "edgekd conformer CTC; greedy CTC over log_probs, blank id 0",
     }
+    if ck.sentencepiece:  # a subword set's text splitter, so an ONNX teacher splits as the checkpoint did
+        meta["sentencepiece"] = spm_to_text(ck.sentencepiece)
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
     return meta
 

@@ -42,6 +42,7 @@ from edgekd.pseudolabel.options import PseudoLabelOptions, worker_threads
 from edgekd.pseudolabel.resume import claim, fingerprint
 from edgekd.pseudolabel.routing import gather, route_labels, write_routes
 from edgekd.softtargets import write_index
+from edgekd.tokens import spm_to_text
 
 __all__ = ["Ensemble", "PseudoLabelOptions", "ShardLabeler", "confidence", "route_labels", "run_pseudolabel"]
 
@@ -98,7 +99,9 @@ def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: li
     write_routes(out, labels, rejected, utts, ens.names)
     meta = json.loads(write_index(out, {"tokens": list(ens.tokens), "frame_rate": ens.frame_rate, "k": opts.k,
                                         "mass_eps": opts.mass_eps, "temperature": 1.0,
-                                        "teachers": list(teachers), "weights": list(weights)}).read_text())
+                                        "teachers": list(teachers), "weights": list(weights),
+                                        **({"sentencepiece": spm_to_text(ens.sentencepiece)} if ens.sentencepiece else {})
+                                        }).read_text())
     audio_s = sum(l["duration"] for l in labels)
     wall = time.time() - t_start
     m = StageManifest(stage="pseudolabel", config={**to_dict(opts), "teachers": list(teachers)},

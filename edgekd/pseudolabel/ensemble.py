@@ -50,6 +50,8 @@ class Ensemble:
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float32)
         self.tokens, self.frame_rate, self.sample_rate = tuple(t0.tokens), t0.frame_rate, int(t0.sample_rate)
         self.names = [getattr(t, "name", s) for s, t in zip(specs, self.teachers)]
+        # how the shared token set splits text (a subword student adopting it needs the same split)
+        self.sentencepiece = next((t.sentencepiece for t in self.teachers if getattr(t, "sentencepiece", None)), None)
 
     @torch.no_grad()
     def __call__(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

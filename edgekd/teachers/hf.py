@@ -60,7 +60,7 @@ class HFCTCTeacher:
             raise EdgekdError(f"cannot load HF CTC model {id_or_dir!r}: {e}".splitlines()[0]) from None
         tok = self.processor.tokenizer
         self.name = str(id_or_dir).rstrip("/").split("/")[-1]
-        self.tokens = DEFAULT_TOKENS
+        self.tokens, self.sentencepiece = DEFAULT_TOKENS, None
         self.groups = vocab_map(tok.get_vocab(), tok.pad_token, getattr(tok, "word_delimiter_token", "|") or "|")
         self.sample_rate = self.processor.feature_extractor.sampling_rate
         self.featurizer = None  # the HF processor featurizes raw waveforms itself

@@ -31,10 +31,9 @@ from edgekd.audio import FeaturizerConfig
 from edgekd.errors import EdgekdError
 from edgekd.models.conformer import ConformerDims
 from edgekd.teachers.base import TeacherOutput
-from edgekd.tokens import BLANK, read_tokens_txt
+from edgekd.tokens import canonical_tokens, read_tokens_txt, spm_from_text
 
 CONTRACTS = ("zipformer2_ctc", "wenet_ctc")
-BLANKS = ("<blk>", "<blank>", "<eps>")
 INT16_SCALE = 32768.0  # WeNet models take samples in [-32768, 32767] (sherpa-onnx: normalize_samples=false)
 
 
@@ -94,15 +93,9 @@ class OnnxCTCTeacher:
             self.frame_rate = self.featurizer.frame_rate / int(meta["subsampling_factor"])
         else:
             raise EdgekdError(f"teacher onnx:{self.path}: metadata has neither 'frame_rate' nor 'subsampling_factor'")
-        tokens = read_tokens(self.path, meta)
-        blank = next((i for i, t in enumerate(tokens) if t in BLANKS), None)
-        if blank is None:
-            raise EdgekdError(f"teacher onnx:{self.path}: no blank symbol ({', '.join(BLANKS)}) in its tokens")
         # edgekd's convention: blank is id 0 -> columns reordered once here, nothing else changes
-        self.order = [blank] + [i for i in range(len(tokens)) if i != blank]
-        syms = [tokens[i] for i in self.order]
-        char_model = all(len(t) == 1 for t in syms[1:])  # a character model writes its space as ▁
-        self.tokens = tuple([BLANK] + [(" " if (t == "▁" and char_model) else t) for t in syms[1:]])
+        self.tokens, self.order = canonical_tokens(read_tokens(self.path, meta), f"teacher onnx:{self.path}")
+        self.sentencepiece = spm_from_text(meta.get("sentencepiece"), self.tokens, f"teacher onnx:{self.path}")
 
     def _featurizer(self, meta: dict[str, str]) -> FeaturizerConfig:
         if "featurizer" in meta:  # edgekd's own export: the exact featurizer it was trained with
