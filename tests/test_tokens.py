@@ -145,3 +145,11 @@ def test_a_subword_student_adopts_the_teachers_token_set(subword_run):
     hist = [json.loads(l) for l in (subword_run / "student/history.jsonl").read_text().splitlines()]
     assert any("kd" in h and "ctc" in h for h in hist)  # frame KD and CTC on the subword 1-best both ran
 
+
+
+def test_frame_kd_needs_the_teachers_token_set():
+    from edgekd.distil import DistilOptions
+
+    with pytest.raises(ValueError, match="needs loss='ctc'"):
+        DistilOptions(loss="kd+ctc", tokens="spm.model")
+    assert DistilOptions(loss="ctc", tokens="spm.model").tokens == "spm.model"  # sequence-level KD may change sets
