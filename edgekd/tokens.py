@@ -112,9 +112,13 @@ class Tokenizer:
         return re.sub(r"\s+", " ", self.decode(out)).strip()
 
     def tokens_txt(self) -> str:
-        """sherpa-onnx `tokens.txt`: `<symbol> <id>` per line; a character model's space is written
-        as `▁` (subword pieces already carry it)."""
-        return "".join(f"{WORD if t == ' ' else t} {i}\n" for i, t in enumerate(self.tokens))
+        return tokens_txt(self.tokens)
+
+
+def tokens_txt(symbols) -> str:
+    """sherpa-onnx `tokens.txt` of symbols by id: `<symbol> <id>` per line; a character model's
+    space is written as `▁` (subword pieces already carry it)."""
+    return "".join(f"{WORD if t == ' ' else t} {i}\n" for i, t in enumerate(symbols))
 
 
 def canonical_tokens(symbols: list[str] | tuple[str, ...], where: str) -> tuple[tuple[str, ...], list[int]]:
