@@ -186,7 +186,9 @@ def test_nemo_layout_teacher_matches_pytorch_and_sherpa(tmp_path):
         ox = load_teacher(f"onnx:{d}")
         assert ox.tokens == DEFAULT_TOKENS and ox.frame_rate == pt.frame_rate and ox.featurizer == NEMO_FEATURES
         b = ox(waves)
-        assert (b.lengths >= a.lengths).all()  # sherpa's length (T // 4) may add a frame: a certain blank
+        frames = featurize(waves, NEMO_FEATURES)[1]
+        assert b.lengths.tolist() == (frames // 4).tolist()  # sherpa's length, T // subsampling_factor ...
+        assert (b.lengths >= a.lengths).all()  # ... which may add a frame: a certain blank
         if not norm:  # the same features reach the same weights: the parity bound
             for i, n in enumerate(a.lengths.tolist()):
                 assert _kl(a.logits[i, :n], b.logits[i, :n]) <= 1e-4
