@@ -227,6 +227,15 @@ def _short(e: Exception) -> str:
     return str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
 
 
+def resample(x: np.ndarray, sr: int, to: int) -> np.ndarray:
+    """Float32 mono `x` at `sr` Hz -> at `to` Hz (soxr HQ: deterministic); unchanged if equal."""
+    if sr == to:
+        return x
+    import soxr
+
+    return soxr.resample(x, sr, to, quality="HQ").astype(np.float32)
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, max_duration: float = MAX_DURATION,
                min_duration: float = MIN_DURATION, allow_silence: bool = False) -> np.ndarray:
     """Decode, mix to mono, resample to `sample_rate`; float32 (N,) in [-1, 1].
@@ -257,10 +266,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, max_duration
     if dur < min_duration:
         raise AudioError(path, "too-short", f"{dur:.3f} s < {min_duration} s")
     x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if sr != sample_rate:
-        import soxr
-
-        x = soxr.resample(x, sr, sample_rate, quality="HQ").astype(np.float32)  # deterministic
+    x = resample(x, sr, sample_rate)
     if not allow_silence and float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < SILENCE_RMS:
         raise AudioError(path, "silent", "RMS below -80 dBFS")
     return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)

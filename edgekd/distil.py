@@ -80,7 +80,7 @@ def _training_set(st: SoftTargets, labels: Path, human: Optional[Path], include_
     human_text = {u.id: u.text for u in read_manifest(human)} if human else {}
     utts = []
     for p in read_pseudolabels(labels, frame_rate=st.frame_rate):  # each checked: frames ~ duration x rate
-        if p.id not in st:
+        if p.id not in st or p.route == "dropped":  # the WER filter: a reference says the label is wrong
             continue
         text = human_text.get(p.id) or (p.text if p.route == "distil" else None)
         if text is None and not include_review:

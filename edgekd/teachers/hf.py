@@ -45,6 +45,17 @@ def vocab_map(hf_vocab: dict[str, int], pad_token: str, delimiter: str = "|",
     return groups
 
 
+def is_seq2seq(id_or_dir: str) -> bool:
+    """Whether an `hf:` model is an encoder-decoder (Whisper & co) by its config; unreadable: False
+    (the CTC loader then says what is wrong)."""
+    from transformers import AutoConfig
+
+    try:
+        return bool(AutoConfig.from_pretrained(id_or_dir).is_encoder_decoder)
+    except (OSError, ValueError):
+        return False
+
+
 class HFCTCTeacher:
     """`transformers` AutoModelForCTC + processor behind the edgekd Teacher interface."""
 
