@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.audio import FeaturizerConfig
+from edgekd.audio import SAMPLE_RATE, FeaturizerConfig
 from edgekd.errors import EdgekdError
 from edgekd.records import Artifact
 from edgekd.tokens import Tokenizer
@@ -66,7 +66,7 @@ class Runtime:
 
     name = "runtime"
     runtime = ""
-    sample_rate = 16000
+    sample_rate = SAMPLE_RATE  # each runtime sets its artifact's featurizer rate
     featurizer: FeaturizerConfig | None = None
     tokens: tuple[str, ...] = ()
     frame_rate = 25.0

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from edgekd.errors import EdgekdError
-from edgekd.audio import SAMPLE_RATE
 from edgekd.teachers.base import TeacherOutput
 from edgekd.tokens import BLANK, DEFAULT_TOKENS
 
@@ -75,8 +74,6 @@ class HFCTCTeacher:
         self.groups = vocab_map(tok.get_vocab(), tok.pad_token, getattr(tok, "word_delimiter_token", "|") or "|")
         self.sample_rate = self.processor.feature_extractor.sampling_rate
         self.featurizer = None  # the HF processor featurizes raw waveforms itself
-        if self.sample_rate != SAMPLE_RATE:  # pseudolabel/drift load audio at SAMPLE_RATE
-            raise EdgekdError(f"HF model {id_or_dir!r} expects {self.sample_rate} Hz; edgekd feeds {SAMPLE_RATE} Hz audio")
         stride = int(np.prod(self.model.config.conv_stride))
         self.frame_rate = self.sample_rate / stride
         self._stride = stride
