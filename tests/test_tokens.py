@@ -153,3 +153,25 @@ def test_frame_kd_needs_the_teachers_token_set():
     with pytest.raises(ValueError, match="needs loss='ctc'"):
         DistilOptions(loss="kd+ctc", tokens="spm.model")
     assert DistilOptions(loss="ctc", tokens="spm.model").tokens == "spm.model"  # sequence-level KD may change sets
+
+
+def test_tokens_train_command(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from edgekd.cli import main
+
+    (tmp_path / "text.txt").write_text("\n".join(TEXT))
+    monkeypatch.setattr(sys, "argv", ["edgekd", "tokens", "train", "--text", str(tmp_path / "text.txt"), "--vocab", "40",
+                                      "--model-type", "unigram", "--out", str(tmp_path / "t/sp.model")])
+    with pytest.raises(SystemExit) as e:  # typer ends a command with exit(0)
+        main()
+    assert e.value.code == 0
+    assert "40 unigram tokens from 100 sentences" in capsys.readouterr().out
+    tokens, spm = load_token_set(tmp_path / "t/sp.model")
+    assert len(tokens) == 40 and read_tokens_txt(tmp_path / "t/tokens.txt") == list(tokens)
+    monkeypatch.setattr(sys, "argv", ["edgekd", "tokens", "train", "--text", str(tmp_path / "text.txt"), "--vocab", "5000",
+                                      "--out", str(tmp_path / "t/big.model")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("edgekd: error: sentencepiece:") and err.count("\n") == 1
