@@ -91,3 +91,13 @@ def test_each_teacher_hears_the_audio_at_its_own_sample_rate(tmp_path):
     alone = ens.teachers[1]([resample(w, 16000, 8000) for w in waves])
     n = int(lens[0])
     assert torch.allclose(lp[0, :n], alone.logits[0, :n].log_softmax(-1), atol=1e-4)
+
+
+def test_a_teacher_with_more_tokens_than_shards_hold_is_one_line(tmp_path):
+    from test_onnx_teacher import _linear_graph
+
+    from edgekd.pseudolabel import Ensemble
+
+    _linear_graph(tmp_path, "zipformer2_ctc", ["<blk>"] + [f"▁w{i}" for i in range(300)])
+    with pytest.raises(EdgekdError, match="301 tokens; soft-target shards hold at most 256"):
+        Ensemble([f"onnx:{tmp_path}"])
