@@ -95,6 +95,14 @@ class FeaturizerConfig:
 # recognizer with a probe model that echoes its input, tests/test_streaming.py keeps it honest):
 # periodic hann, no DC removal, 0.97 pre-emphasis, librosa (slaney) mel over 0-8000 Hz, no dither,
 # no normalisation. Not FeatureExtractorConfig's kaldi defaults: its NeMo path overrides them.
+def kaldi_features(sr: int, n_mels: int = 80) -> FeaturizerConfig:
+    """sherpa-onnx's default fbank at `sr` Hz: 25 ms windows every 10 ms (FFT rounded up to a power
+    of two), mel bands from 20 Hz to 400 Hz below Nyquist; at 16 kHz exactly `FeaturizerConfig()`."""
+    win = sr * 25 // 1000
+    return FeaturizerConfig(sample_rate=sr, n_mels=n_mels, win_length=win, hop_length=sr // 100,
+                            n_fft=1 << (win - 1).bit_length(), f_max=sr / 2 - 400)
+
+
 NEMO_FEATURES = FeaturizerConfig(window="hann", remove_dc_offset=False, f_min=0.0, f_max=8000.0, mel="librosa")
 
 

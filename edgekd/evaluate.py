@@ -52,8 +52,8 @@ def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quaranti
                 o = teacher(waves)
             texts = (greedy(o.logits, o.lengths, tok) if decoder is None
                      else decoder(torch.log_softmax(o.logits.float(), -1), o.lengths))
-            for u, h in zip(batch, texts):
-                out[u.id] = h
+        for u, h in zip(batch, texts if batch else []):
+            out[u.id] = h
         bar.update(len(batch))
     bar.close()
     return out

@@ -101,3 +101,22 @@ def test_a_teacher_with_more_tokens_than_shards_hold_is_one_line(tmp_path):
     _linear_graph(tmp_path, "zipformer2_ctc", ["<blk>"] + [f"▁w{i}" for i in range(300)])
     with pytest.raises(EdgekdError, match="301 tokens; soft-target shards hold at most 256"):
         Ensemble([f"onnx:{tmp_path}"])
+
+
+def test_whisper_transcribes_through_eval_and_transcribe(tiny_whisper_dir, tmp_path):
+    """The other doors a teacher spec opens: `edgekd eval` scores its transcripts, `transcribe`
+    prints them, and drift (which needs an encoder embedding) refuses it in one line."""
+    from edgekd.drift import DriftOptions, run_drift
+    from edgekd.evaluate import run_eval
+    from edgekd.export.runtime import HFRuntime
+    from edgekd.manifest import Utterance, write_manifest
+
+    t = load_teacher(f"hf:{tiny_whisper_dir}")
+    w = _waves(1)[0]
+    text = t.transcribe([w])[0][0]
+    sf.write(tmp_path / "u.wav", w, 16000)
+    man = write_manifest(tmp_path / "m.jsonl", [Utterance(id="u", audio=str(tmp_path / "u.wav"), duration=1.0, text=text)])
+    assert run_eval(f"hf:{tiny_whisper_dir}", man, tmp_path / "ev", progress=False)["wer"] == 0.0
+    assert HFRuntime(str(tiny_whisper_dir)).decode(w).text == text
+    with pytest.raises(EdgekdError, match="seq2seq teacher gives no encoder embedding"):
+        run_drift(DriftOptions(), man, man, tmp_path / "drift", teacher=f"hf:{tiny_whisper_dir}")

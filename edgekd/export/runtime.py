@@ -180,8 +180,14 @@ class HFRuntime(Runtime):
         from edgekd.teachers import load_teacher
 
         self.teacher = load_teacher(f"hf:{id_or_dir}")
-        self.tokens, self.frame_rate = self.teacher.tokens, self.teacher.frame_rate
+        self.seq2seq = getattr(self.teacher, "kind", "ctc") == "seq2seq"  # Whisper & co: text, no frames
+        self.tokens, self.frame_rate = self.teacher.tokens, getattr(self.teacher, "frame_rate", 0.0)
         self.sample_rate = self.teacher.sample_rate
+
+    def decode(self, wave):
+        if self.seq2seq:
+            return Decoded(self.teacher.transcribe([wave])[0][0], [], None)
+        return super().decode(wave)
 
     def wave_log_probs(self, wave):
         out = self.teacher([wave])

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.audio import NEMO_FEATURES, SAMPLE_RATE, FeaturizerConfig
+from edgekd.audio import NEMO_FEATURES, SAMPLE_RATE, FeaturizerConfig, kaldi_features
 from edgekd.errors import EdgekdError
 from edgekd.models.conformer import ConformerDims
 from edgekd.teachers.base import TeacherOutput
@@ -123,7 +123,7 @@ class OnnxCTCTeacher:
                               "has no 'feat_dim'")
         if self.nemo:  # sherpa-onnx's NeMo features (hann, librosa mel, no DC removal); NeMo models are 16 kHz
             return dataclasses.replace(NEMO_FEATURES, n_mels=dim)
-        return sherpa_features(int(meta.get("sample_rate", SAMPLE_RATE)), dim)
+        return kaldi_features(int(meta.get("sample_rate", SAMPLE_RATE)), dim)
 
     @torch.no_grad()
     def __call__(self, waves: list[np.ndarray]) -> TeacherOutput:
@@ -159,14 +159,6 @@ class OnnxCTCTeacher:
         mask = (torch.arange(logits.shape[1])[None, :] < out_lens[:, None]).float()[..., None]
         emb = (logits.log_softmax(-1).exp() * mask).sum(1) / mask.sum(1).clamp(min=1)
         return TeacherOutput(logits, out_lens, emb)
-
-
-def sherpa_features(sr: int, n_mels: int) -> FeaturizerConfig:
-    """sherpa-onnx's default fbank at `sr` Hz: 25 ms windows every 10 ms (FFT rounded up to a power
-    of two), mel bands from 20 Hz to 400 Hz below Nyquist; at 16 kHz exactly `FeaturizerConfig()`."""
-    win = sr * 25 // 1000
-    return FeaturizerConfig(sample_rate=sr, n_mels=n_mels, win_length=win, hop_length=sr // 100,
-                            n_fft=1 << (win - 1).bit_length(), f_max=sr / 2 - 400)
 
 
 def per_feature(feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
