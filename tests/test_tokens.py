@@ -175,3 +175,18 @@ def test_tokens_train_command(tmp_path, capsys, monkeypatch):
         main()
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("edgekd: error: sentencepiece:") and err.count("\n") == 1
+
+
+def test_sequence_kd_into_another_token_set(subword_run, corpus, tmp_path):
+    """--tokens <set> with --loss ctc: a character student learns the subword teacher's 1-best."""
+    from edgekd.distil import DistilOptions, run_distil
+    from edgekd.models import load_checkpoint
+    from edgekd.train.loop import LoopOptions
+
+    loop = LoopOptions(max_steps=2, lr=3e-3, warmup_steps=1, eval_every=0, ckpt_every=2, log_every=1, progress=False)
+    run_distil(DistilOptions(preset="tiny", loss="ctc", max_frames=3000, loop=loop, tokens="chars"), subword_run / "pl",
+               tmp_path)
+    ck = load_checkpoint(tmp_path / "model.safetensors")
+    assert ck.tokens == DEFAULT_TOKENS and ck.sentencepiece is None and ck.dims.vocab_size == len(DEFAULT_TOKENS)
+    hist = [json.loads(l) for l in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert any(h.get("ctc", 0) > 0 for h in hist)
