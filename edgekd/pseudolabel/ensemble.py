@@ -43,7 +43,7 @@ class Ensemble:
                               "one of them may supply the hard labels")
         if len(seq) == len(loaded):
             raise EdgekdError(f"teacher {specs[seq[0]]} gives transcripts, not frame posteriors: add a CTC teacher "
-                              "for the soft targets (a mixed ensemble), or train on its transcripts")
+                              "for the soft targets (a mixed ensemble); a seq2seq teacher alone is not supported yet")
         self.labeler = loaded[seq[0]] if seq else None
         ctc = [i for i in range(len(loaded)) if i not in seq]
         self.teachers = [loaded[i] for i in ctc]
