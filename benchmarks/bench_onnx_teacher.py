@@ -2,7 +2,10 @@
 
 Usage: python3 benchmarks/bench_onnx_teacher.py --teacher models/teacher/teacher.safetensors --manifest data/teacher2/source/dev.jsonl --utts 40
 
-Exports the checkpoint to ONNX (features input, the zipformer2_ctc contract) in a temp folder,
+`--layout nemo` exports NeMo's EncDecCTCModelBPE layout instead (needs a checkpoint on
+NEMO_FEATURES, e.g. models/student/student-xs-stream.safetensors run offline).
+
+Exports the checkpoint to ONNX (features input, the zipformer2_ctc contract by default) in a temp folder,
 loads both as teachers, and on the same utterances, one thread each, alternating which goes
 first, reports: audio seconds per second (median of `--repeats` passes), the ONNX/PyTorch
 ratio, the mean per-frame KL between their posteriors and the share of identical greedy 1-bests.
@@ -20,7 +23,7 @@ import torch
 
 from edgekd.audio import load_audio
 from edgekd.decode import greedy
-from edgekd.export.onnx import export_onnx
+from edgekd.export.onnx import export_nemo_ctc, export_onnx
 from edgekd.manifest import read_manifest
 from edgekd.models import load_checkpoint
 from edgekd.teachers import load_teacher
@@ -33,13 +36,15 @@ def main() -> None:
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--utts", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--layout", choices=("zipformer2_ctc", "nemo"), default="zipformer2_ctc")
     a = ap.parse_args()
     torch.set_num_threads(1)
     utts = read_manifest(a.manifest)[: a.utts]
     waves = [load_audio(u.audio) for u in utts]
     audio_s = sum(len(w) for w in waves) / 16000
     with tempfile.TemporaryDirectory() as tmp:
-        export_onnx(load_checkpoint(a.teacher), Path(tmp) / "model.onnx")
+        export = export_nemo_ctc if a.layout == "nemo" else export_onnx
+        export(load_checkpoint(a.teacher), Path(tmp) / "model.onnx")
         teachers = {"pytorch": load_teacher(a.teacher), "onnxruntime": load_teacher(f"onnx:{tmp}")}
         times: dict[str, list[float]] = {k: [] for k in teachers}
         outs: dict[str, list] = {}

@@ -95,6 +95,14 @@ class FeaturizerConfig:
 # recognizer with a probe model that echoes its input, tests/test_streaming.py keeps it honest):
 # periodic hann, no DC removal, 0.97 pre-emphasis, librosa (slaney) mel over 0-8000 Hz, no dither,
 # no normalisation. Not FeatureExtractorConfig's kaldi defaults: its NeMo path overrides them.
+def kaldi_features(sr: int, n_mels: int = 80) -> FeaturizerConfig:
+    """sherpa-onnx's default fbank at `sr` Hz: 25 ms windows every 10 ms (FFT rounded up to a power
+    of two), mel bands from 20 Hz to 400 Hz below Nyquist; at 16 kHz exactly `FeaturizerConfig()`."""
+    win = sr * 25 // 1000
+    return FeaturizerConfig(sample_rate=sr, n_mels=n_mels, win_length=win, hop_length=sr // 100,
+                            n_fft=1 << (win - 1).bit_length(), f_max=sr / 2 - 400)
+
+
 NEMO_FEATURES = FeaturizerConfig(window="hann", remove_dc_offset=False, f_min=0.0, f_max=8000.0, mel="librosa")
 
 
@@ -227,6 +235,15 @@ def _short(e: Exception) -> str:
     return str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
 
 
+def resample(x: np.ndarray, sr: int, to: int) -> np.ndarray:
+    """Float32 mono `x` at `sr` Hz -> at `to` Hz (soxr HQ: deterministic); unchanged if equal."""
+    if sr == to:
+        return x
+    import soxr
+
+    return soxr.resample(x, sr, to, quality="HQ").astype(np.float32)
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, max_duration: float = MAX_DURATION,
                min_duration: float = MIN_DURATION, allow_silence: bool = False) -> np.ndarray:
     """Decode, mix to mono, resample to `sample_rate`; float32 (N,) in [-1, 1].
@@ -257,10 +274,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, max_duration
     if dur < min_duration:
         raise AudioError(path, "too-short", f"{dur:.3f} s < {min_duration} s")
     x = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if sr != sample_rate:
-        import soxr
-
-        x = soxr.resample(x, sr, sample_rate, quality="HQ").astype(np.float32)  # deterministic
+    x = resample(x, sr, sample_rate)
     if not allow_silence and float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < SILENCE_RMS:
         raise AudioError(path, "silent", "RMS below -80 dBFS")
     return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)

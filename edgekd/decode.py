@@ -35,7 +35,8 @@ class BeamDecoder:
     (spelled with edgekd's characters, a space closing each word), which is what lets the LM fix
     spelling errors; without an LM it is a lexicon-free beam search over characters.
 
-    `alpha` weighs the LM score, `beta` is a per-word bonus.
+    `alpha` weighs the LM score, `beta` is a per-word bonus. Subword token sets (words start with
+    `▁`) get the lexicon-free search; the word LM spells words in characters and so refuses them.
     """
 
     def __init__(self, tokens: tuple[str, ...], lm_path: str | None = None, beam_width: int = 32,
@@ -47,10 +48,18 @@ class BeamDecoder:
             from edgekd.errors import EdgekdError
 
             raise EdgekdError(f"beam search needs the [lm] extra: pip install flashlight-text ({e})") from None
-        if " " not in tokens:
-            raise ValueError("beam search needs a space token (the word boundary)")
+        from edgekd.tokens import WORD, is_subword
+
         self.tokens = tuple(tokens)
-        self.blank, self.space = 0, self.tokens.index(" ")
+        subword = is_subword(self.tokens)
+        if subword and lm_path:
+            from edgekd.errors import EdgekdError
+
+            raise EdgekdError("the word LM (--lm) spells words in characters; a subword token set decodes "
+                              "with beam search without an LM (drop --lm) or greedy")
+        # the lexicon-free search only needs a word-boundary id for LM scoring, which ZeroLM ignores
+        self.blank = 0
+        self.space = self.tokens.index(" ") if not subword else (self.tokens.index(WORD) if WORD in self.tokens else 0)
         if lm_path:
             words = _arpa_words(lm_path)
             wdict = Dictionary(words + ["<unk>"])

@@ -7,7 +7,9 @@ Losses (weights in `DistilOptions`):
   teacher's 1-best (sequence-level KD);
 - `annealing`: Annealing-KD — phase 1 regresses student logits on teacher logits × T/τmax with
   T stepping 1→τmax; phase 2 trains on hard labels (CTC) only.
-Student and teacher must share the token set (checked, with the difference named).
+The student adopts the teacher's token set (`tokens="teacher"`: characters or subwords, with the
+sentencepiece model the soft targets carry), which frame-level KD needs; another set (a
+sentencepiece .model or tokens.txt) is allowed for sequence-level KD (`loss="ctc"`) only.
 `streaming` (ChunkTraining) trains a streaming student with dynamic chunks on NEMO_FEATURES (the
 fbank sherpa-onnx computes online for it), optionally from an offline `init`. The
 training machinery (resume, progress, checkpoints, dev WER, DDP) is `edgekd.train.loop`.
@@ -32,7 +34,7 @@ from edgekd.models import load_preset
 from edgekd.models.conformer import ConformerCTC
 from edgekd.records import read_pseudolabels
 from edgekd.softtargets import SoftTargets
-from edgekd.tokens import Tokenizer
+from edgekd.tokens import Tokenizer, load_token_set
 from edgekd.train import dev_eval_fn, finish_run, load_features, save_fn_for
 from edgekd.train.chunks import ChunkTraining, delay_targets, to_streaming
 from edgekd.train.data import BucketBatchSampler, collate, seconds, spec_augment
@@ -57,6 +59,7 @@ class DistilOptions:
     spec_augment: bool = True
     max_dev_utts: int = 300
     streaming: Optional[ChunkTraining] = None  # train a streaming student (dynamic chunks); None = offline
+    tokens: str = "teacher"  # the student's token set: the teacher's, or a .model / tokens.txt (loss=ctc only)
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -67,6 +70,9 @@ class DistilOptions:
             raise ValueError("loss=kd+ctc needs kd_weight or ctc_weight > 0")
         if not 0 < self.phase1_fraction < 1:
             raise ValueError("phase1_fraction must be in (0, 1)")
+        if self.tokens != "teacher" and self.loss != "ctc":
+            raise ValueError(f"tokens={self.tokens!r} needs loss='ctc': frame-level KD (loss={self.loss!r}) "
+                             "needs the teacher's token set (tokens='teacher')")
 
 
 def _training_set(st: SoftTargets, labels: Path, human: Optional[Path], include_review: bool) -> list[Utterance]:
@@ -74,7 +80,7 @@ def _training_set(st: SoftTargets, labels: Path, human: Optional[Path], include_
     human_text = {u.id: u.text for u in read_manifest(human)} if human else {}
     utts = []
     for p in read_pseudolabels(labels, frame_rate=st.frame_rate):  # each checked: frames ~ duration x rate
-        if p.id not in st:
+        if p.id not in st or p.route == "dropped":  # the WER filter: a reference says the label is wrong
             continue
         text = human_text.get(p.id) or (p.text if p.route == "distil" else None)
         if text is None and not include_review:
@@ -91,7 +97,7 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     rank, world = dist_info()
     st = SoftTargets(soft_targets)
-    tokenizer = Tokenizer(st.tokens)
+    tokenizer = Tokenizer(*load_token_set(opts.tokens)) if opts.tokens != "teacher" else st.tokenizer
     if opts.streaming and featurizer != NEMO_FEATURES:
         if featurizer != FeaturizerConfig():
             raise EdgekdError("a streaming student is trained on NEMO_FEATURES (what sherpa-onnx computes for it); "
@@ -103,8 +109,8 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
 
         # an offline student (kaldi fbank) may start a streaming one: its input statistics are
         # re-estimated on the new features below, the rest is fine-tuned
-        init = load_checkpoint(opts.init, featurizer=None if opts.streaming else featurizer, tokens=st.tokens)
-    dims = init.dims if init else load_preset(opts.preset, vocab_size=len(st.tokens), n_mels=featurizer.n_mels)
+        init = load_checkpoint(opts.init, featurizer=None if opts.streaming else featurizer, tokens=tokenizer.tokens)
+    dims = init.dims if init else load_preset(opts.preset, vocab_size=len(tokenizer), n_mels=featurizer.n_mels)
     if opts.streaming:
         dims = opts.streaming.streaming_dims(dims)
     utts = _training_set(st, Path(soft_targets) / "labels.jsonl", Path(human_labels) if human_labels else None,
@@ -169,7 +175,7 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
 
     sampler = BucketBatchSampler(train.lengths, opts.max_frames, seed=opts.loop.seed, rank=rank, world=world)
     cfg = {**to_dict(opts), "soft_targets": str(soft_targets), "teachers": st.meta.get("teachers")}
-    save = save_fn_for(featurizer, tokenizer.tokens, init.preset if init else opts.preset, "student", cfg,
+    save = save_fn_for(featurizer, tokenizer, init.preset if init else opts.preset, "student", cfg,
                        init.extra if init else None)
     t0 = time.time()
     dev_eval = dev_eval_fn(dev, tokenizer, opts.max_dev_utts)

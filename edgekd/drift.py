@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgekd.audio import AudioError, FeaturizerConfig, Quarantine, featurize, load_audio
+from edgekd.audio import AudioError, FeaturizerConfig, Quarantine, featurize, kaldi_features, load_audio
 from edgekd.config import to_dict
 from edgekd.manifest import StageManifest, read_manifest
 
@@ -104,10 +104,14 @@ def run_drift(opts: DriftOptions, reference: str | Path, current: str | Path, ou
     rng = np.random.default_rng(opts.seed)
     q = Quarantine(out / "rejected.jsonl", stage="drift")
     t = load_teacher(teacher) if teacher else None
+    if t is not None and getattr(t, "kind", "ctc") == "seq2seq":
+        from edgekd.errors import EdgekdError
+
+        raise EdgekdError(f"drift --teacher {teacher}: a seq2seq teacher gives no encoder embedding; use a CTC teacher")
     # band statistics use the teacher's own featurizer where it has one (an HF model featurizes raw
     # audio itself: then the default log-mel at the teacher's sample rate)
     cfg = (t.featurizer if t is not None and t.featurizer is not None
-           else FeaturizerConfig(sample_rate=t.sample_rate) if t is not None else FeaturizerConfig())
+           else kaldi_features(t.sample_rate) if t is not None else FeaturizerConfig())
 
     def pick(path):
         utts = read_manifest(path)

@@ -23,10 +23,12 @@ from edgekd.tokens import Tokenizer
 def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quarantine | None = None,
                progress: bool = False, decoder=None) -> dict[str, str]:
     """Transcripts {id: text} for `utts`, batched by total duration, longest first; greedy CTC
-    unless `decoder` (e.g. a `BeamDecoder`: (log_probs, lengths) -> texts) is given."""
+    unless `decoder` (e.g. a `BeamDecoder`: (log_probs, lengths) -> texts) is given; a seq2seq
+    teacher (Whisper & co) gives its own transcripts."""
     from tqdm import tqdm
 
-    tok = Tokenizer(teacher.tokens)
+    seq2seq = getattr(teacher, "kind", "ctc") == "seq2seq"
+    tok = None if seq2seq else Tokenizer(teacher.tokens)
     out: dict[str, str] = {}
     order = sorted(utts, key=lambda u: -(u.duration or 0))
     bar = tqdm(total=len(order), desc="decode", disable=not progress)
@@ -43,13 +45,15 @@ def transcribe(teacher, utts, batch_seconds: float = 120.0, quarantine: Quaranti
             except AudioError as e:
                 if quarantine is not None:
                     quarantine.add_error(u.id, e)
-        if batch:
+        if batch and seq2seq:
+            texts = [t for t, _ in teacher.transcribe(waves)]
+        elif batch:
             with torch.no_grad():
                 o = teacher(waves)
             texts = (greedy(o.logits, o.lengths, tok) if decoder is None
                      else decoder(torch.log_softmax(o.logits.float(), -1), o.lengths))
-            for u, h in zip(batch, texts):
-                out[u.id] = h
+        for u, h in zip(batch, texts if batch else []):
+            out[u.id] = h
         bar.update(len(batch))
     bar.close()
     return out
@@ -73,6 +77,8 @@ def run_eval(model: str, manifest: str | Path, out_dir: str | Path, progress: bo
         raise EdgekdError(f"{manifest}: no labeled utterances to score")
     teacher = load_teacher(model)
     decoder = None
+    if beam and getattr(teacher, "kind", "ctc") == "seq2seq":
+        raise EdgekdError(f"{model}: --beam searches CTC outputs; a seq2seq model decodes greedily by itself")
     if beam:
         from edgekd.decode import BeamDecoder
 

@@ -107,14 +107,9 @@ def _write(out: str | Path, probs, backoff, order: int) -> Path:
 def run_lm(manifests: list[str | Path], out: str | Path, order: int = 3, prune_from: int = 0) -> dict:
     """Build `out` (ARPA) from the transcripts of labeled manifests, or of plain `.txt` files (one
     normalised sentence per line, e.g. the `text/train.txt` that `edgekd synth --text open` writes)."""
-    from edgekd.manifest import read_manifest
+    from edgekd.manifest import read_texts
 
-    texts = []
-    for m in manifests:
-        if str(m).endswith(".txt"):
-            texts += [line.strip() for line in Path(m).read_text(encoding="utf-8").splitlines() if line.strip()]
-        else:
-            texts += [u.text for u in read_manifest(m) if u.text]
+    texts = read_texts(manifests)
     path = build_arpa(texts, out, order=order, prune_from=prune_from)
     vocab = {w for t in texts for w in t.split()}
     return {"arpa": str(path), "order": order, "sentences": len(texts), "vocab": len(vocab),

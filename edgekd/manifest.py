@@ -216,3 +216,15 @@ class StageManifest:
     def add_inputs(self, *paths: str | Path) -> None:
         for p in paths:
             self.inputs[str(p)] = sha256_file(p)
+
+
+def read_texts(paths: Iterable[str | Path]) -> list[str]:
+    """Transcripts of labeled manifests, or the lines of plain `.txt` files (one sentence a line,
+    e.g. the `text/train.txt` that `edgekd synth --text open` writes); empty ones left out."""
+    texts: list[str] = []
+    for m in paths:
+        if str(m).endswith(".txt"):
+            texts += [line.strip() for line in Path(m).read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            texts += [u.text for u in read_manifest(m) if u.text]
+    return texts

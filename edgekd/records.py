@@ -71,7 +71,7 @@ def _need(ok: bool, rid: str, msg: str) -> None:
 
 # ------------------------------------------------------------------ pseudo-labels
 
-ROUTES = ("distil", "review")
+ROUTES = ("distil", "review", "dropped")  # dropped: the WER filter (a reference disagrees)
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,13 @@ class SoftTargets:
         self.ids = list(self.index)
         self._cache: dict[int, dict[str, np.ndarray]] = {}
 
+    @property
+    def tokenizer(self):
+        """The teachers' token set, with the sentencepiece model they were trained with if any."""
+        from edgekd.tokens import Tokenizer, spm_from_text
+
+        return Tokenizer(self.tokens, spm_from_text(self.meta.get("sentencepiece"), self.tokens, str(self.dir)))
+
     def __len__(self) -> int:
         return len(self.index)
 

@@ -126,3 +126,45 @@ def tiny_hf_dir(tmp_path_factory):
     torch.manual_seed(0)
     Wav2Vec2ForCTC(cfg).eval().save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory):
+    """A tiny randomly initialised Whisper (1+1 layers, d=32) with a byte-level BPE tokenizer made
+    here (the 256 byte symbols, three merges, Whisper's special tokens), saved locally: no download."""
+    pytest.importorskip("transformers", reason="hf: models need the [hf] extra (transformers)")
+    import json
+
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizer)
+
+    d = tmp_path_factory.mktemp("whisper")
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]  # GPT-2's byte -> symbol table
+    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+    merges = ["Ġ t", "h e", "Ġt he"]
+    vocab = {s: i for i, s in enumerate(symbols)} | {m.replace(" ", ""): 256 + i for i, m in enumerate(merges)}
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    eot = "<|endoftext|>"
+    tok = WhisperTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), unk_token=eot, bos_token=eot, eos_token=eot,
+                           pad_token=eot)
+    tok.add_special_tokens({"additional_special_tokens": ["<|startoftranscript|>", "<|en|>", "<|transcribe|>",
+                                                          "<|notimestamps|>"]})
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tok).save_pretrained(d)
+    ids = {s: tok.convert_tokens_to_ids(s) for s in (eot, "<|startoftranscript|>", "<|notimestamps|>")}
+    cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, encoder_layers=1, decoder_layers=1, d_model=32,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        max_target_positions=64, pad_token_id=ids[eot], bos_token_id=ids[eot], eos_token_id=ids[eot],
+                        decoder_start_token_id=ids["<|startoftranscript|>"])
+    torch.manual_seed(0)
+    m = WhisperForConditionalGeneration(cfg).eval()
+    # as Whisper's own config does: symbols it must never say are suppressed (here all but letters,
+    # the word start and end-of-text, so a random model speaks words), and never end-of-text first
+    speak = {vocab[c] for c in "abcdefghijklmnopqrstuvwxyzĠ"} | set(range(256, 259)) | {ids[eot]}
+    m.generation_config = GenerationConfig(decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids[eot],
+                                           pad_token_id=ids[eot], no_timestamps_token_id=ids["<|notimestamps|>"],
+                                           suppress_tokens=[i for i in range(len(tok)) if i not in speak],
+                                           begin_suppress_tokens=[ids[eot]])
+    m.save_pretrained(d)
+    return d

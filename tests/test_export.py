@@ -195,6 +195,37 @@ def test_sherpa_onnx_decodes_the_package_like_edgekd(setup, tmp_path):
     assert n_nonempty >= 1  # the comparison compared something
 
 
+# a plain subword tokens.txt (pieces, `▁` starting a word) as large as the fixture's head
+SUBWORD = ("<blk>", "▁the", "▁a", "▁s", "▁c", "▁", "at", "he", "in", "er") + tuple("abcdefghilmnoprstuw")
+
+
+def test_sherpa_onnx_decodes_subword_tokens_like_edgekd(setup, tmp_path):
+    """The same weights with subword tokens (the export is the graph above, from the memo): sherpa
+    joins the `▁` pieces into words exactly as edgekd's greedy decoding does."""
+    import sherpa_onnx
+    from edgekd.export import write_sherpa_package
+    from edgekd.export.onnx import export_onnx
+
+    base = load_checkpoint(setup / "student.safetensors")
+    ck = Checkpoint(base.model, base.featurizer, SUBWORD, "tiny", "student")
+    pkg = write_sherpa_package(export_onnx(ck, tmp_path / "m.onnx"), None, tmp_path / "pkg")
+    assert (pkg / "tokens.txt").read_text().splitlines()[1] == "▁the 1"
+    rec = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model=str(pkg / "model.onnx"),
+                                                          tokens=str(pkg / "tokens.txt"), num_threads=1)
+    words = 0
+    for u in read_manifest(setup / "c/source/test.jsonl")[:6]:
+        w = load_audio(u.audio)
+        s = rec.create_stream()
+        s.accept_waveform(16000, w)
+        rec.decode_stream(s)
+        f, fl = featurize([w], ck.featurizer)
+        with torch.no_grad():
+            ours = greedy(ck.model(f, fl)[0], ck.model.output_lengths(fl), ck.tokenizer)[0]
+        assert " ".join(s.result.text.split()) == ours, u.id
+        words += len(ours.split())
+    assert words >= 6  # pieces were joined into words, not compared as empty strings
+
+
 def test_pruning_shrinks_and_still_exports(setup, tmp_path):
     from edgekd.export import PruneOptions, run_prune
     from edgekd.export.onnx import export_onnx, ort_session, run_onnx

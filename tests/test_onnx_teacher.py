@@ -1,5 +1,6 @@
-"""ONNX CTC teachers (`onnx:`): edgekd's own export matches the PyTorch teacher; the wenet_ctc and
-zipformer2_ctc contracts on hand-built graphs; blank moved to id 0; clear one-line failures."""
+"""ONNX CTC teachers (`onnx:`): edgekd's own export matches the PyTorch teacher, in its own and in
+NeMo's layout (which sherpa-onnx then decodes as the teacher does); the wenet_ctc and zipformer2_ctc
+contracts on hand-built graphs; blank moved to id 0; clear one-line failures."""
 
 import json
 import math
@@ -119,7 +120,10 @@ def test_blank_is_moved_to_id_zero(tmp_path):
 
 
 @pytest.mark.parametrize("meta,tokens_txt,msg", [
-    ({"model_type": "EncDecCTCModelBPE"}, True, "NeMo's features are not implemented"),
+    ({"model_type": "EncDecCTCModelBPE"}, True, "metadata has no 'vocab_size', which a EncDecCTCModelBPE"),
+    ({"model_type": "EncDecCTCModel", "vocab_size": "28"}, True, "metadata has no 'normalize_type'"),
+    ({"model_type": "EncDecCTCModel", "vocab_size": "28", "normalize_type": "all_features"}, True,
+     "'normalize_type' is 'all_features'; supported: '' or 'per_feature'"),
     ({"model_type": None}, True, "metadata 'model_type' is None"),
     ({"subsampling_factor": None}, True, "neither 'frame_rate' nor 'subsampling_factor'"),
     ({}, False, "no tokens.txt beside it"),
@@ -149,3 +153,59 @@ def test_folder_with_several_models_names_them(tmp_path):
         load_teacher(f"onnx:{tmp_path}")
     (tmp_path / "b.onnx").unlink()
     assert load_teacher(f"onnx:{tmp_path}").name == "a"
+
+
+def test_nemo_layout_teacher_matches_pytorch_and_sherpa(tmp_path):
+    """edgekd's model exported in NeMo's EncDecCTCModelBPE layout (features (N, 80, T), blank last,
+    normalize_type) loads as a teacher: NEMO_FEATURES computed as the metadata says, soft targets
+    equal to the PyTorch model's, and sherpa-onnx's own NeMo recognizer decodes what it decodes."""
+    import sherpa_onnx
+
+    from edgekd.audio import NEMO_FEATURES
+    from edgekd.decode import greedy
+    from edgekd.export.onnx import export_nemo_ctc, read_metadata, set_metadata
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.teachers.conformer import ConformerTeacher
+    from edgekd.tokens import Tokenizer
+
+    torch.manual_seed(0)
+    model = ConformerCTC(load_preset("tiny")).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(8.0)  # confident, so transcripts are not empty
+    ck = Checkpoint(model, NEMO_FEATURES, DEFAULT_TOKENS, "tiny", "teacher")
+    ck.save(tmp_path / "t.safetensors")
+    waves = _waves()
+    pt = ConformerTeacher(tmp_path / "t.safetensors")
+    a = pt(waves)
+    texts = {}
+    for norm in ("", "per_feature"):
+        d = tmp_path / (norm or "none")
+        export_nemo_ctc(ck, d / "model.onnx", normalize_type=norm)
+        assert (d / "tokens.txt").read_text().splitlines()[-1] == f"<blk> {V - 1}"  # NeMo: blank last
+        ox = load_teacher(f"onnx:{d}")
+        assert ox.tokens == DEFAULT_TOKENS and ox.frame_rate == pt.frame_rate and ox.featurizer == NEMO_FEATURES
+        b = ox(waves)
+        frames = featurize(waves, NEMO_FEATURES)[1]
+        assert b.lengths.tolist() == (frames // 4).tolist()  # sherpa's length, T // subsampling_factor ...
+        assert (b.lengths >= a.lengths).all()  # ... which may add a frame: a certain blank
+        if not norm:  # the same features reach the same weights: the parity bound
+            for i, n in enumerate(a.lengths.tolist()):
+                assert _kl(a.logits[i, :n], b.logits[i, :n]) <= 1e-4
+                assert (b.logits[i, n:int(b.lengths[i])].argmax(-1) == 0).all()
+        texts[norm] = greedy(b.logits, b.lengths, Tokenizer(ox.tokens))
+        rec = sherpa_onnx.OfflineRecognizer.from_nemo_ctc(model=str(d / "model.onnx"), tokens=str(d / "tokens.txt"),
+                                                          num_threads=1)
+        for w, want in zip(waves, texts[norm]):
+            s = rec.create_stream()
+            s.accept_waveform(16000, w)
+            rec.decode_stream(s)
+            assert " ".join(s.result.text.split()) == want, norm
+    assert any(texts[""]) and texts[""] != texts["per_feature"]  # the normalisation was applied, and mattered
+    # a NeMo model whose export lost a key sherpa-onnx needs fails with one line naming it
+    meta = read_metadata(tmp_path / "none/model.onnx")
+    del meta["normalize_type"]
+    set_metadata(tmp_path / "none/model.onnx", meta)
+    with pytest.raises(EdgekdError, match="metadata has no 'normalize_type'") as e:
+        load_teacher(f"onnx:{tmp_path / 'none'}")
+    assert "\n" not in str(e.value)

@@ -64,7 +64,7 @@ def greedy(lp: np.ndarray, tokens: list[str]) -> str:
         if i != prev and i != 0:
             out.append(tokens[i])
         prev = i
-    return " ".join("".join(out).split())
+    return " ".join("".join(out).replace("\u2581", " ").split())  # subword pieces start words with ▁
 
 
 def out_len(n: int, subsampling: int) -> int:

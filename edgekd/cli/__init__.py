@@ -9,7 +9,7 @@ errors too).
 
 | module      | commands                                  |
 |-------------|-------------------------------------------|
-| data        | import, synth, lm                         |
+| data        | import, synth, lm, tokens train           |
 | teacher     | train, eval, pseudolabel, drift           |
 | student     | distil, review export, review import      |
 | compress    | prune, quantize, export, verify           |
@@ -49,6 +49,7 @@ COMMANDS = {
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)
 app.add_typer(student.review_cli, name="review")
+app.add_typer(data.tokens_cli, name="tokens")
 
 
 def main() -> None:

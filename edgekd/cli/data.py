@@ -82,3 +82,23 @@ def lm_cmd(
 
     r = run_lm(manifests, out, order=order, prune_from=prune_from)
     say(f"{r['order']}-gram LM over {r['sentences']} sentences, {r['vocab']} words -> {out} ({r['bytes'] / 1e6:.1f} MB)")
+
+
+tokens_cli = typer.Typer(no_args_is_help=True, help="Token sets: sentencepiece subwords for CTC models.")
+
+
+@tokens_cli.command("train")
+def tokens_train(
+    text: Annotated[list[Path], typer.Option(help="Labeled manifests or .txt files (one sentence a line); repeatable.")],
+    out: Annotated[Path, typer.Option(help="Sentencepiece model to write (.model); tokens.txt goes beside it.")],
+    vocab: Annotated[int, typer.Option(help="Pieces in the set, the blank <blk> (id 0) and <unk> included.")] = 256,
+    model_type: Annotated[str, typer.Option(help="bpe or unigram.")] = "bpe",
+):
+    """Train a sentencepiece token set for CTC (blank at id 0) from transcripts.
+
+    Usage: edgekd tokens train --text data/corpus/source/train.jsonl --vocab 256 --out runs/tokens/spm256.model
+    """
+    from edgekd.tokens import run_tokens
+
+    r = run_tokens(text, vocab, out, model_type)
+    say(f"{r['vocab']} {model_type} tokens from {r['sentences']} sentences -> {r['model']} + {r['tokens_txt']}")

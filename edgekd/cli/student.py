@@ -32,6 +32,8 @@ def distil(
                                                  "NeMo-style fbank for sherpa-onnx online).")] = False,
     left_context: Annotated[int, typer.Option(help="Streaming: attention left context, output frames.")] = 48,
     target_delay: Annotated[int, typer.Option(help="Streaming: shift the teacher's targets this many frames later.")] = 0,
+    tokens: Annotated[str, typer.Option(help="teacher (adopt the teacher's token set: frame KD needs it), or a "
+                                             "sentencepiece .model / tokens.txt (with --loss ctc only).")] = "teacher",
     threads: Threads = 0,
     seed: Seed = 0,
 ):
@@ -47,7 +49,7 @@ def distil(
     from edgekd.train.loop import LoopOptions
 
     opts = options(DistilOptions, preset=preset, loss=loss, temperature=temperature, ctc_weight=ctc_weight,
-                   max_frames=max_frames, init=str(init or ""),
+                   max_frames=max_frames, init=str(init or ""), tokens=tokens,
                    streaming=options(ChunkTraining, left_context=left_context, target_delay=target_delay)
                    if streaming else None,
                    loop=options(LoopOptions, max_steps=steps, lr=lr,

@@ -24,6 +24,8 @@ def train(
     ckpt_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 200,
     hours: Annotated[float, typer.Option(help="Stop after this many hours of wall time (0 = no limit).")] = 0.0,
     init: Annotated[Optional[Path], typer.Option(help="Warm start from this checkpoint's weights.")] = None,
+    tokens: Annotated[str, typer.Option(help="Token set: chars (29 characters), a sentencepiece .model "
+                                             "(`edgekd tokens train`) or a tokens.txt.")] = "chars",
     precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (AVX-512 BF16 CPUs, GPUs).")] = "fp32",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: Threads = 0,
@@ -36,7 +38,7 @@ def train(
     from edgekd.train import TrainOptions, run_train
     from edgekd.train.loop import LoopOptions
 
-    opts = options(TrainOptions, preset=preset, role=role, max_frames=max_frames, init=str(init or ""),
+    opts = options(TrainOptions, preset=preset, role=role, max_frames=max_frames, init=str(init or ""), tokens=tokens,
                             loop=options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=warmup, eval_every=eval_every,
                                              ckpt_every=ckpt_every, seed=seed, threads=threads,
                                              time_budget_s=hours * 3600, precision=precision, device=device))
@@ -78,6 +80,9 @@ def pseudolabel(
                                                       "all but torch must pass a parity gate against torch first.")] = "torch",
     beam: Annotated[int, typer.Option(help="1-best by beam search of this width (0 = greedy).")] = 0,
     lm: Annotated[Optional[Path], typer.Option(help="ARPA word LM for the beam search (`edgekd lm`).")] = None,
+    wer_filter: Annotated[bool, typer.Option(help="Drop utterances whose 1-best misses the manifest's reference "
+                                                  "text (where it has one) by more than --wer-threshold.")] = False,
+    wer_threshold: Annotated[float, typer.Option(help="--wer-filter: the WER above which a label is dropped.")] = 0.1,
     plan: Annotated[bool, typer.Option(help="Print the expected cost (wall and core hours, disk) from a "
                                             "calibration on a sample; label nothing.")] = False,
     plan_nodes: Annotated[str, typer.Option(help="--plan: cluster sizes to project to.")] = "1,4,16",
@@ -85,13 +90,16 @@ def pseudolabel(
 ):
     """Soft targets (top-k posteriors), 1-best labels, confidence and routing for unlabeled audio.
 
+    A seq2seq teacher (`hf:` Whisper) beside CTC teachers supplies the 1-best and its confidence
+    (a mixed ensemble); `--wer-filter` drops labels a reference in the manifest disagrees with.
+
     Usage: edgekd pseudolabel -m data/corpus/target/train.jsonl --teacher models/teacher/teacher.safetensors --out runs/pl
     """
     from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
 
     opts = options(PseudoLabelOptions, k=k, review_fraction=review_fraction, confidence_threshold=threshold,
                                   workers=workers, threads=threads, engine=engine, teacher_runtime=teacher_runtime,
-                                  beam=beam, lm=str(lm or ""))
+                                  beam=beam, lm=str(lm or ""), wer_filter=wer_filter, wer_threshold=wer_threshold)
     if plan:
         import json
 

@@ -9,6 +9,11 @@ Metadata (ONNX `metadata_props`, strings) makes the file usable with no other kn
 `model_type`, `vocab_size`, `subsampling_factor`, `frame_rate`, `featurizer` (JSON of
 FeaturizerConfig), `tokens` (JSON list), `dims` (JSON), `preset`, `quantization`, `input`,
 `edgekd_version`. `tokens.txt` is written beside it for sherpa-onnx.
+
+`export_nemo_ctc` writes the same model in NeMo's `EncDecCTCModelBPE` layout instead (what NeMo's
+own export gives sherpa-onnx): `audio_signal` (N, 80, T) + `length`, one output `logprobs`
+(N, T // subsampling, V) with the blank last, metadata `vocab_size`, `subsampling_factor`,
+`normalize_type` only: a stand-in for a NeMo model, to test the `onnx:` teacher's NeMo contract.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from edgekd import __version__
 from edgekd.audio import Featurizer
 from edgekd.errors import EdgekdError
 from edgekd.models import Checkpoint
-from edgekd.tokens import Tokenizer
+from edgekd.tokens import Tokenizer, spm_to_text, tokens_txt
 
 OPSET = 18
 MAX_FRAMES = 100_000  # upper bound of the dynamic time axis: ~16 min of audio
@@ -55,6 +60,62 @@ class WaveformGraph(torch.nn.Module):
         return self.model.log_probs(x, x_lens)
 
 
+class NemoGraph(torch.nn.Module):
+    """(audio_signal (N, C, T), length) -> logprobs (N, T // s, V), blank last: NeMo's layout.
+
+    sherpa-onnx takes `length // subsampling_factor` as the output length without asking the
+    graph, so the graph pads to that many frames, and every frame past a clip's own output length
+    is made a certain blank (garbage from padding would otherwise be decoded)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.s = model, model.dims.subsampling
+        blank = torch.full((model.dims.vocab_size,), -1e4)
+        blank[0] = 0.0
+        self.register_buffer("blank", blank)
+
+    def forward(self, audio_signal: torch.Tensor, length: torch.Tensor):
+        lp, lens = self.model.log_probs(audio_signal.transpose(1, 2), length)
+        n = audio_signal.shape[2] // self.s
+        lp = torch.nn.functional.pad(lp, (0, 0, 0, n - lp.shape[1]))
+        past = (torch.arange(n, device=lp.device)[None, :] >= lens[:, None])[..., None]
+        lp = torch.where(past, self.blank, lp)
+        return torch.cat([lp[..., 1:], lp[..., :1]], dim=-1)
+
+
+def export_nemo_ctc(ck: Checkpoint, path: str | Path, normalize_type: str = "") -> Path:
+    """`ck` in NeMo's EncDecCTCModelBPE ONNX layout + a blank-last `tokens.txt` beside it.
+
+    The checkpoint must be trained on NEMO_FEATURES (what sherpa-onnx computes for this model type).
+    `normalize_type` is written as is: "" (edgekd's models normalise inside the graph) or
+    "per_feature" (NeMo's; the features are then normalised per utterance before the graph)."""
+    from edgekd.audio import NEMO_FEATURES
+
+    if ck.featurizer != NEMO_FEATURES:
+        raise EdgekdError("the NeMo layout needs a model trained on NEMO_FEATURES (sherpa-onnx computes those for it)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = NemoGraph(ck.model.eval()).eval()
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, ck.dims.n_mels, 200, generator=g), torch.tensor([200, 150], dtype=torch.int64))
+    T = torch.export.Dim("T", min=ck.dims.min_frames, max=MAX_FRAMES)
+    N = torch.export.Dim("N", min=1, max=256)
+
+    def export(tmp: Path) -> None:
+        prog = torch.onnx.export(graph, args, dynamo=True, input_names=["audio_signal", "length"],
+                                 output_names=["logprobs"], dynamic_shapes=({0: N, 2: T}, {0: N}),
+                                 opset_version=OPSET, verbose=False)
+        prog.save(str(tmp), external_data=False)
+
+    m = exported_graph(graph, [type(ck.model).__qualname__, ck.dims.to_dict(), "nemo"], export, path,
+                       f"NeMo-layout ONNX export failed for {ck.preset or 'model'}")
+    meta = {"model_type": "EncDecCTCModelBPE", "vocab_size": str(len(ck.tokens) - 1),  # NeMo counts without the blank
+            "subsampling_factor": str(ck.dims.subsampling), "normalize_type": normalize_type}
+    save_exported(m, path, meta, None)
+    (path.parent / "tokens.txt").write_text(tokens_txt([*ck.tokens[1:], ck.tokens[0]]))
+    return path
+
+
 def metadata_for(ck: Checkpoint, quantization: str = "fp32", waveform: bool = False, **extra: Any) -> dict[str, str]:
     meta = {
         "model_type": "zipformer2_ctc",  # the sherpa-onnx CTC family whose I/O contract this graph follows
@@ -71,6 +132,8 @@ def metadata_for(ck: Checkpoint, quantization: str = "fp32", waveform: bool = Fa
         "edgekd_version": __version__,
         "comment": "edgekd conformer CTC; greedy CTC over log_probs, blank id 0",
     }
+    if ck.sentencepiece:  # a subword set's text splitter, so an ONNX teacher splits as the checkpoint did
+        meta["sentencepiece"] = spm_to_text(ck.sentencepiece)
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
     return meta
 

@@ -87,7 +87,7 @@ def structured_prune(ck: Checkpoint, ratio: float, *, multiple: int = 8, prune_c
                                      "ffn_dims": ffn_dims, "conv_dims": conv_dims}}
     # The dims no longer match any preset: saying "student-xs" would make a reader rebuild the
     # wrong model. The checkpoint (and every artifact exported from it) records the real dims.
-    return Checkpoint(fresh, ck.featurizer, ck.tokens, pruned_preset(ck.preset), ck.role, ck.train, extra)
+    return Checkpoint(fresh, ck.featurizer, ck.tokens, pruned_preset(ck.preset), ck.role, ck.train, extra, ck.sentencepiece)
 
 
 def pruned_preset(preset: str) -> str:
@@ -118,4 +118,4 @@ def magnitude_sparsity(ck: Checkpoint, amount: float) -> tuple[Checkpoint, float
                 zeros += int((w == 0).sum())
                 total += w.numel()
     extra = {**ck.extra, "pruning": {"method": "unstructured magnitude", "sparsity": zeros / max(total, 1)}}
-    return Checkpoint(model, ck.featurizer, ck.tokens, ck.preset, ck.role, ck.train, extra), zeros / max(total, 1)
+    return Checkpoint(model, ck.featurizer, ck.tokens, ck.preset, ck.role, ck.train, extra, ck.sentencepiece), zeros / max(total, 1)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.audio import FeaturizerConfig
+from edgekd.audio import SAMPLE_RATE, FeaturizerConfig
 from edgekd.errors import EdgekdError
 from edgekd.records import Artifact
 from edgekd.tokens import Tokenizer
@@ -66,7 +66,7 @@ class Runtime:
 
     name = "runtime"
     runtime = ""
-    sample_rate = 16000
+    sample_rate = SAMPLE_RATE  # each runtime sets its artifact's featurizer rate
     featurizer: FeaturizerConfig | None = None
     tokens: tuple[str, ...] = ()
     frame_rate = 25.0
@@ -180,8 +180,14 @@ class HFRuntime(Runtime):
         from edgekd.teachers import load_teacher
 
         self.teacher = load_teacher(f"hf:{id_or_dir}")
-        self.tokens, self.frame_rate = self.teacher.tokens, self.teacher.frame_rate
+        self.seq2seq = getattr(self.teacher, "kind", "ctc") == "seq2seq"  # Whisper & co: text, no frames
+        self.tokens, self.frame_rate = self.teacher.tokens, getattr(self.teacher, "frame_rate", 0.0)
         self.sample_rate = self.teacher.sample_rate
+
+    def decode(self, wave):
+        if self.seq2seq:
+            return Decoded(self.teacher.transcribe([wave])[0][0], [], None)
+        return super().decode(wave)
 
     def wave_log_probs(self, wave):
         out = self.teacher([wave])

@@ -2,7 +2,8 @@
 
 A checkpoint is one safetensors file: the tensors are the state_dict, and the string metadata
 holds JSON for `dims`, `featurizer`, `tokens`, `preset`, `role`, `train` (config and progress)
-and `edgekd_version`. Loading reads tensors and JSON only, so it never executes code.
+and `edgekd_version`, plus `sentencepiece` (the subword model, base64) for a subword token set.
+Loading reads tensors, JSON and that protobuf only, so it never executes code.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from edgekd import __version__
 from edgekd.audio import FeaturizerConfig
 from edgekd.errors import EdgekdError
 from edgekd.models.conformer import ConformerCTC, ConformerDims
-from edgekd.tokens import DEFAULT_TOKENS
+from edgekd.tokens import DEFAULT_TOKENS, Tokenizer, spm_from_text, spm_to_text
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # The general student shipped beside the teacher (scripts/train_student.sh): the demo adapts it.
@@ -83,6 +84,11 @@ class Checkpoint:
     role: str = ""  # "teacher" / "student" / ...
     train: dict[str, Any] = field(default_factory=dict)  # training config and progress (step, ...)
     extra: dict[str, Any] = field(default_factory=dict)  # anything stage-specific (pruning, ...)
+    sentencepiece: bytes | None = None  # the model that splits text into `tokens` (subword sets)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.tokens, self.sentencepiece)
 
     @property
     def dims(self) -> ConformerDims:
@@ -112,6 +118,8 @@ class Checkpoint:
             "train": json.dumps(self.train),
             "extra": json.dumps(self.extra),
         }
+        if self.sentencepiece:
+            meta["sentencepiece"] = spm_to_text(self.sentencepiece)
         from edgekd.atomic import atomic_path
 
         with atomic_path(path) as tmp:
@@ -218,6 +226,7 @@ def load_checkpoint(path: str | Path, *, featurizer: FeaturizerConfig | None = N
                           f"job uses {len(tokens)} {tuple(tokens)[:6]}...")
     if len(toks) != dims.vocab_size:
         raise EdgekdError(f"{path}: {len(toks)} tokens but dims.vocab_size is {dims.vocab_size}")
+    spm = spm_from_text(meta.get("sentencepiece"), toks, str(path))
     _check_tensors(Path(path), dims, shapes)
     try:
         sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
@@ -229,4 +238,5 @@ def load_checkpoint(path: str | Path, *, featurizer: FeaturizerConfig | None = N
         raise EdgekdError(f"{path}: weights do not fit dims (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
     return Checkpoint(model=model, featurizer=feat, tokens=toks, preset=meta.get("preset", ""),
-                      role=meta.get("role", ""), train=meta["train"] or {}, extra=meta["extra"] or {})
+                      role=meta.get("role", ""), train=meta["train"] or {}, extra=meta["extra"] or {}, sentencepiece=spm)
+

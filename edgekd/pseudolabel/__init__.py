@@ -4,7 +4,10 @@ Output folder:
     shard-NNNNN.npz, index.json, meta.json   soft targets (edgekd.softtargets format)
     labels.jsonl      PseudoLabel rows: {id, audio, duration, text (1-best: greedy, or beam + LM),
                       confidence, frames, route, teachers}
-    distil.jsonl      manifest of the confident utterances, text = teacher 1-best
+    distil.jsonl      manifest of the confident utterances, text = teacher 1-best (or a seq2seq
+                      teacher's transcript in a mixed ensemble); with `wer_filter`, utterances whose
+                      reference text (if the manifest has one) the 1-best misses by > `wer_threshold`
+                      WER are dropped (route "dropped" in labels.jsonl, counted in the manifest)
     review.jsonl      manifest of the doubtful ones (for Label Studio, `edgekd review export`)
     rejected.jsonl    bad audio with its reason
     resume.json       what the shards were made from (manifest sha256, teachers, shard options):
@@ -40,8 +43,9 @@ from edgekd.pseudolabel.ensemble import Ensemble, confidence, gate_runtime
 from edgekd.pseudolabel.labeler import ShardLabeler, deal_shards
 from edgekd.pseudolabel.options import PseudoLabelOptions, worker_threads
 from edgekd.pseudolabel.resume import claim, fingerprint
-from edgekd.pseudolabel.routing import gather, route_labels, write_routes
+from edgekd.pseudolabel.routing import gather, route_labels, wer_filter, write_routes
 from edgekd.softtargets import write_index
+from edgekd.tokens import spm_to_text
 
 __all__ = ["Ensemble", "PseudoLabelOptions", "ShardLabeler", "confidence", "route_labels", "run_pseudolabel"]
 
@@ -95,10 +99,13 @@ def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: li
     bar.close()
     labels, rejected = gather(out, len(shards))
     thr = route_labels(labels, opts)
+    filtered = wer_filter(labels, {u.id: u.text for u in utts if u.text}, opts.wer_threshold if opts.wer_filter else None)
     write_routes(out, labels, rejected, utts, ens.names)
     meta = json.loads(write_index(out, {"tokens": list(ens.tokens), "frame_rate": ens.frame_rate, "k": opts.k,
                                         "mass_eps": opts.mass_eps, "temperature": 1.0,
-                                        "teachers": list(teachers), "weights": list(weights)}).read_text())
+                                        "teachers": list(teachers), "weights": list(weights),
+                                        **({"sentencepiece": spm_to_text(ens.sentencepiece)} if ens.sentencepiece else {})
+                                        }).read_text())
     audio_s = sum(l["duration"] for l in labels)
     wall = time.time() - t_start
     m = StageManifest(stage="pseudolabel", config={**to_dict(opts), "teachers": list(teachers)},
@@ -109,6 +116,7 @@ def run_pseudolabel(opts: PseudoLabelOptions, manifest: str | Path, teachers: li
                                "runtime_parity": parity,
                                "distil": sum(l["route"] == "distil" for l in labels),
                                "review": sum(l["route"] == "review" for l in labels),
+                               "wer_filter": filtered,  # how many a reference disagreed with, dropped
                                "confidence_threshold": round(thr, 4), "bytes_per_frame": meta["bytes_per_frame"],
                                "frames": meta["frames"], "x_realtime": round(audio_s / max(wall, 1e-9), 1)},
                       timings={"wall_s": round(wall, 2)})

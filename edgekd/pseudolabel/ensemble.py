@@ -22,50 +22,76 @@ def confidence(log_probs: np.ndarray) -> float:
 
 
 class Ensemble:
-    """Averages teachers' posteriors in probability space (weights normalised to sum 1).
+    """Averages the CTC teachers' posteriors in probability space (weights normalised to sum 1); a
+    seq2seq teacher (Whisper & co: `kind == "seq2seq"`), if one is given, supplies the transcript
+    and its confidence instead of the CTC 1-best (a mixed ensemble).
 
-    The teachers must share tokens, frame rate and sample rate: their frames are averaged one
-    to one, and one decoded waveform is fed to all of them.
+    The CTC teachers must share tokens and frame rate: their frames are averaged one to one.
+    Each teacher hears the audio at its own sample rate: waves come at the highest rate any
+    teacher declares and are resampled down per teacher.
     """
 
     def __init__(self, specs: list[str], weights: list[float] | tuple[float, ...] = (), runtime: str = "torch"):
         from edgekd.teachers.runtime import load_runtime_teacher
 
-        self.teachers = [load_runtime_teacher(str(s), runtime) for s in specs]
-        if not self.teachers:
+        loaded = [load_runtime_teacher(str(s), runtime) for s in specs]
+        if not loaded:
             raise EdgekdError("pseudolabel needs at least one teacher")
-        t0 = self.teachers[0]
-        for s, t in zip(specs[1:], self.teachers[1:]):
+        seq = [i for i, t in enumerate(loaded) if getattr(t, "kind", "ctc") == "seq2seq"]
+        if len(seq) > 1:
+            raise EdgekdError(f"teachers {specs[seq[0]]} and {specs[seq[1]]} both give transcripts only (seq2seq); "
+                              "one of them may supply the hard labels")
+        if len(seq) == len(loaded):
+            raise EdgekdError(f"teacher {specs[seq[0]]} gives transcripts, not frame posteriors: add a CTC teacher "
+                              "for the soft targets (a mixed ensemble); a seq2seq teacher alone is not supported yet")
+        self.labeler = loaded[seq[0]] if seq else None
+        ctc = [i for i in range(len(loaded)) if i not in seq]
+        self.teachers = [loaded[i] for i in ctc]
+        t0, s0 = self.teachers[0], specs[ctc[0]]
+        if len(t0.tokens) > 256:  # shards store token ids as uint8 (softtargets.py)
+            raise EdgekdError(f"teacher {s0}: {len(t0.tokens)} tokens; soft-target shards hold at most 256 "
+                              "(e.g. a 256-piece sentencepiece set, blank included)")
+        for i, t in zip(ctc[1:], self.teachers[1:]):
             if tuple(t.tokens) != tuple(t0.tokens):
-                raise EdgekdError(f"teacher {s}: token set differs from {specs[0]}'s; an ensemble must share tokens")
+                raise EdgekdError(f"teacher {specs[i]}: token set differs from {s0}'s; an ensemble must share tokens")
             if abs(t.frame_rate - t0.frame_rate) > 1e-6:
-                raise EdgekdError(f"teacher {s}: frame rate {t.frame_rate} differs from {specs[0]}'s "
+                raise EdgekdError(f"teacher {specs[i]}: frame rate {t.frame_rate} differs from {s0}'s "
                                   f"{t0.frame_rate}; an ensemble must share the frame rate")
-            if t.sample_rate != t0.sample_rate:
-                raise EdgekdError(f"teacher {s}: sample rate {t.sample_rate} Hz differs from {specs[0]}'s "
-                                  f"{t0.sample_rate} Hz; an ensemble must share the sample rate")
         w = np.asarray(weights if weights else [1.0] * len(specs), dtype=np.float64)
-        if len(w) != len(specs) or (w < 0).any() or w.sum() <= 0:
+        if len(w) != len(specs) or (w < 0).any() or w[ctc].sum() <= 0:
             raise EdgekdError(f"teacher weights {list(weights)} do not fit {len(specs)} teachers")
+        w = w[ctc]  # a seq2seq teacher's weight is unused: its transcript is taken whole
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float32)
-        self.tokens, self.frame_rate, self.sample_rate = tuple(t0.tokens), t0.frame_rate, int(t0.sample_rate)
-        self.names = [getattr(t, "name", s) for s, t in zip(specs, self.teachers)]
+        self.tokens, self.frame_rate = tuple(t0.tokens), t0.frame_rate
+        self.sample_rate = max(int(t.sample_rate) for t in loaded)
+        self.names = [getattr(t, "name", s) for s, t in zip(specs, loaded)]
+        # how the shared token set splits text (a subword student adopting it needs the same split)
+        self.sentencepiece = next((t.sentencepiece for t in self.teachers if getattr(t, "sentencepiece", None)), None)
+
+    def _at(self, teacher, waves: list[np.ndarray]) -> list[np.ndarray]:
+        from edgekd.audio import resample
+
+        return [resample(w, self.sample_rate, int(teacher.sample_rate)) for w in waves]
 
     @torch.no_grad()
     def __call__(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mono float32 waves at `sample_rate` -> averaged log-probs (B, T', V), lengths (B,)."""
-        outs = [t(waves) for t in self.teachers]
+        outs = [t(self._at(t, waves)) for t in self.teachers]
         t_min = min(o.logits.shape[1] for o in outs)
         probs = sum(w * o.logits[:, :t_min].float().softmax(-1) for w, o in zip(self.weights, outs))
         lens = torch.stack([torch.clamp(o.lengths, max=t_min) for o in outs]).min(0).values
         return torch.log(probs.clamp(min=1e-30)), lens
+
+    def hard_labels(self, waves: list[np.ndarray]) -> list[tuple[str, float]] | None:
+        """The seq2seq teacher's (transcript, confidence) per wave, or None without one."""
+        return self.labeler.transcribe(self._at(self.labeler, waves)) if self.labeler else None
 
 
 def gate_runtime(specs: list[str], runtime: str, audio: list[str], sample_rate: int, seconds: float) -> dict:
     """Admit a fast teacher runtime: each checkpoint's posteriors on the first `seconds` of `audio`
     under `runtime` against torch fp32 (`teachers.runtime.GATE`); -> {spec: figures}, or raises
     naming what broke the bound. Unreadable files are skipped here (the shards reject them)."""
-    from edgekd.audio import AudioError, load_audio
+    from edgekd.audio import AudioError, load_audio, resample
     from edgekd.teachers import load_teacher
     from edgekd.teachers.runtime import gate_failures, load_runtime_teacher, parity
 
@@ -82,7 +108,8 @@ def gate_runtime(specs: list[str], runtime: str, audio: list[str], sample_rate: 
     for s in specs:
         if str(s).startswith(("onnx:", "hf:")):
             continue  # run as given: there is no fp32 PyTorch original to compare with
-        fig = parity(load_teacher(s), load_runtime_teacher(str(s), runtime), waves)
+        ref = load_teacher(s)
+        fig = parity(ref, load_runtime_teacher(str(s), runtime), [resample(w, sample_rate, ref.sample_rate) for w in waves])
         bad = gate_failures(fig)
         if bad:
             raise EdgekdError(f"teacher {s}: runtime {runtime!r} is off PyTorch fp32 on {fig['utterances']} "

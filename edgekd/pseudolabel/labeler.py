@@ -76,11 +76,14 @@ class ShardLabeler:
                 continue
             lp, lens = ens(waves)
             padded_s += (len(waves) * max(len(w) for w in waves) - sum(len(w) for w in waves)) / sr
-            for u, w, row, n, text in zip(batch, waves, lp, lens, self._decode(lp, lens)):
+            hard = ens.hard_labels(waves)  # a seq2seq teacher's transcripts and confidences, if any
+            texts = [h[0] for h in hard] if hard else self._decode(lp, lens)
+            for j, (u, w, row, n, text) in enumerate(zip(batch, waves, lp, lens, texts)):
                 row = row[: int(n)].numpy()
                 items.append((u["id"], encode_topk(row, opts.k, opts.mass_eps, with_tail=True)))
+                conf = hard[j][1] if hard else confidence(row)
                 labels.append(PseudoLabel(id=u["id"], audio=u["audio"], duration=len(w) / sr, text=text,
-                                          confidence=round(confidence(row), 6), frames=int(n)).to_dict())
+                                          confidence=round(conf, 6), frames=int(n)).to_dict())
                 audio_s += len(w) / sr
         out = Path(out_dir)
         write_jsonl(out / f"shard-{shard:05d}.labels.jsonl", labels + [{"_rejected": r} for r in rejected])

@@ -26,6 +26,10 @@ class PseudoLabelOptions:
     lm: str = ""  # ... scored with this ARPA word LM (`edgekd lm`); soft targets are unaffected
     lm_alpha: float = 0.5
     lm_beta: float = 1.0
+    # distil-whisper's filter: where the manifest has a reference text (a labelled subset), drop the
+    # utterance if its pseudo-label's WER against it exceeds wer_threshold (distil-whisper: 10 %)
+    wer_filter: bool = False
+    wer_threshold: float = 0.1
 
     def __post_init__(self):
         self._verify()
@@ -45,6 +49,8 @@ class PseudoLabelOptions:
             raise ValueError("workers must be >= 1 (0, one per cluster CPU, only with engine 'ray')")
         if self.shard_utts < 1 or self.min_shards < 1 or self.threads < 0 or self.parity_seconds < 0:
             raise ValueError("shard_utts and min_shards must be >= 1, threads and parity_seconds >= 0")
+        if self.wer_threshold < 0:
+            raise ValueError(f"wer_threshold must be >= 0, got {self.wer_threshold}")
         if self.beam < 0 or (self.lm and not self.beam):
             raise ValueError("lm needs beam > 0 (the LM scores beam-search hypotheses)")
 

@@ -34,6 +34,26 @@ def route_labels(labels: list[dict], opts: PseudoLabelOptions) -> float:
     return thr
 
 
+def wer_filter(labels: list[dict], refs: dict[str, str], threshold: float | None) -> dict:
+    """distil-whisper's filter: a label whose utterance has a reference (a labelled subset) is
+    routed "dropped" when its WER against the (normalised) reference exceeds `threshold`.
+    -> {threshold, checked, dropped}; the dropped ones go to neither list and distil skips them."""
+    import jiwer
+
+    from edgekd.tokens import normalize_text
+
+    checked = dropped = 0
+    for l in labels:
+        ref = normalize_text(refs.get(l["id"]) or "")
+        if threshold is None or not ref:
+            continue
+        checked += 1
+        if (jiwer.wer(ref, l["text"]) if l["text"] else 1.0) > threshold:
+            l["route"] = "dropped"
+            dropped += 1
+    return {"threshold": threshold, "checked": checked, "dropped": dropped}
+
+
 def write_routes(out: Path, labels: list[dict], rejected: list[dict], utts: list[Utterance],
                  teacher_names: list[str]) -> None:
     """labels.jsonl (validated PseudoLabels), rejected.jsonl, and the distil/review manifests."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.audio import SAMPLE_RATE  # the engines resample their speech to it (synth/engines.py)
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.manifest import StageManifest, Utterance, write_manifest
@@ -153,13 +154,13 @@ def _make_one(job: tuple) -> dict:
 
     with atomic_path(path) as tmp:  # a full disk leaves no 0-byte WAV that a rerun would trust
         try:
-            sf.write(str(tmp), np.clip(x, -1, 1), 16000, subtype="PCM_16", format="WAV")
+            sf.write(str(tmp), np.clip(x, -1, 1), SAMPLE_RATE, subtype="PCM_16", format="WAV")
         except sf.LibsndfileError:  # libsndfile reports ENOSPC/EROFS as its own "System error"
             from edgekd.atomic import folder_error, write_error
 
             raise write_error(path, folder_error(path.parent)) from None
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
-    return {"id": _uid(domain, split, i), "audio": str(path), "duration": len(x) / 16000, "text": transcript,
+    return {"id": _uid(domain, split, i), "audio": str(path), "duration": len(x) / SAMPLE_RATE, "text": transcript,
             "speaker": voice.speaker, "md5": md5, "tags": tags, "engine": voice.engine, "cpu": synth_cpu}
 
 
@@ -230,7 +231,7 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
                         cpu[r["engine"]][0] += r["cpu"]
                         cpu[r["engine"]][1] += r["duration"]
                         bar.update(round(r["duration"]))
-                utts = [Utterance(id=r["id"], audio=r["audio"], duration=r["duration"], sample_rate=16000,
+                utts = [Utterance(id=r["id"], audio=r["audio"], duration=r["duration"], sample_rate=SAMPLE_RATE,
                                   channels=1, text=r["text"], speaker=r["speaker"], domain=domain, md5=r["md5"],
                                   tags=r["tags"]) for r in recs]
                 name = f"{domain}/{split}.jsonl"

@@ -2,7 +2,8 @@
 
 One interface (`base.Teacher`: name, tokens, frame_rate, sample_rate, featurizer, __call__) for
 the project's own conformer checkpoints (`conformer.py`) and external models (Hugging Face CTC
-models via `hf:<hub id or local dir>`, `hf.py`; ONNX CTC models in sherpa-onnx's contracts via
+models via `hf:<hub id or local dir>`, `hf.py`; seq2seq models such as Whisper, also `hf:`, which
+give hard labels and a confidence instead of posteriors, `seq2seq.py`; ONNX CTC models in sherpa-onnx's contracts via
 `onnx:<dir or model.onnx>`, `onnx.py`), so pseudo-labeling and distillation never care
 which family a teacher is. A new family is a module here plus a prefix in `load_teacher`.
 """
@@ -30,9 +31,13 @@ def load_teacher(spec: str | Path) -> Teacher:
         return OnnxCTCTeacher(spec[5:])
     if spec.startswith("hf:"):
         try:
-            from edgekd.teachers.hf import HFCTCTeacher
+            from edgekd.teachers.hf import HFCTCTeacher, is_seq2seq
         except ImportError as e:
             raise EdgekdError(f"teacher {spec}: the Hugging Face adapter needs `pip install 'edgekd[hf]'` ({e})") from None
+        if is_seq2seq(spec[3:]):  # Whisper & co: hard labels + confidence, no frame posteriors
+            from edgekd.teachers.seq2seq import Seq2SeqTeacher
+
+            return Seq2SeqTeacher(spec[3:])
         return HFCTCTeacher(spec[3:])
     if not Path(spec).exists():
         raise EdgekdError(f"teacher {spec}: no such checkpoint (use a .safetensors path or hf:<id or dir>)")

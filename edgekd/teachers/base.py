@@ -25,6 +25,7 @@ class Teacher(Protocol):
     frame_rate: float  # output frames per second
     sample_rate: int  # Hz of the waveforms __call__ expects (callers resample to it)
     featurizer: "FeaturizerConfig | None"  # the features pinned to the weights; None: raw waveform in
+    sentencepiece: bytes | None  # the model that splits text into a subword `tokens` set; None: characters / none known
 
     def __call__(self, waves: list[np.ndarray]) -> TeacherOutput:
         """Batch of mono float32 waves at `sample_rate` -> logits/lengths/embeddings."""

@@ -16,7 +16,7 @@ class ConformerTeacher:
 
         self.ckpt = load_checkpoint(path)
         self.name = Path(path).stem
-        self.tokens = self.ckpt.tokens
+        self.tokens, self.sentencepiece = self.ckpt.tokens, self.ckpt.sentencepiece
         self.frame_rate = self.ckpt.frame_rate
         self.featurizer = self.ckpt.featurizer
         self.sample_rate = self.featurizer.sample_rate

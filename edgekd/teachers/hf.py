@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from edgekd.errors import EdgekdError
-from edgekd.audio import SAMPLE_RATE
 from edgekd.teachers.base import TeacherOutput
 from edgekd.tokens import BLANK, DEFAULT_TOKENS
 
@@ -45,6 +44,17 @@ def vocab_map(hf_vocab: dict[str, int], pad_token: str, delimiter: str = "|",
     return groups
 
 
+def is_seq2seq(id_or_dir: str) -> bool:
+    """Whether an `hf:` model is an encoder-decoder (Whisper & co) by its config; unreadable: False
+    (the CTC loader then says what is wrong)."""
+    from transformers import AutoConfig
+
+    try:
+        return bool(AutoConfig.from_pretrained(id_or_dir).is_encoder_decoder)
+    except (OSError, ValueError):
+        return False
+
+
 class HFCTCTeacher:
     """`transformers` AutoModelForCTC + processor behind the edgekd Teacher interface."""
 
@@ -60,12 +70,10 @@ class HFCTCTeacher:
             raise EdgekdError(f"cannot load HF CTC model {id_or_dir!r}: {e}".splitlines()[0]) from None
         tok = self.processor.tokenizer
         self.name = str(id_or_dir).rstrip("/").split("/")[-1]
-        self.tokens = DEFAULT_TOKENS
+        self.tokens, self.sentencepiece = DEFAULT_TOKENS, None
         self.groups = vocab_map(tok.get_vocab(), tok.pad_token, getattr(tok, "word_delimiter_token", "|") or "|")
         self.sample_rate = self.processor.feature_extractor.sampling_rate
         self.featurizer = None  # the HF processor featurizes raw waveforms itself
-        if self.sample_rate != SAMPLE_RATE:  # pseudolabel/drift load audio at SAMPLE_RATE
-            raise EdgekdError(f"HF model {id_or_dir!r} expects {self.sample_rate} Hz; edgekd feeds {SAMPLE_RATE} Hz audio")
         stride = int(np.prod(self.model.config.conv_stride))
         self.frame_rate = self.sample_rate / stride
         self._stride = stride

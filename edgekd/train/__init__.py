@@ -21,7 +21,7 @@ from edgekd.errors import EdgekdError
 from edgekd.manifest import StageManifest, read_manifest
 from edgekd.models import Checkpoint, load_preset
 from edgekd.models.conformer import ConformerCTC
-from edgekd.tokens import DEFAULT_TOKENS, Tokenizer
+from edgekd.tokens import Tokenizer, load_token_set
 from edgekd.train.data import (BucketBatchSampler, FeatureSet, cache_features, collate, seconds,
                                spec_augment)
 from edgekd.train.loop import LoopOptions, dist_info, train_loop
@@ -37,17 +37,19 @@ class TrainOptions:
     max_dev_utts: int = 300  # dev WER on at most this many utterances (speed)
     cache_dir: str = ""  # feature cache; default: <out_dir>/../.feature_cache
     init: str = ""  # warm start: weights (and input stats) from this checkpoint; its dims must fit the preset
+    tokens: str = ""  # token set: "" = the 29 characters, a sentencepiece .model or a tokens.txt (`edgekd tokens train`)
 
     def __post_init__(self):
         if self.max_frames < 1000:
             raise ValueError(f"max_frames ({self.max_frames}) must be >= 1000")
 
 
-def save_fn_for(featurizer: FeaturizerConfig, tokens, preset: str, role: str, train_cfg: dict,
+def save_fn_for(featurizer: FeaturizerConfig, tokenizer: Tokenizer, preset: str, role: str, train_cfg: dict,
                 extra: dict | None = None):
     def save(model, path: Path, info: dict) -> None:
-        Checkpoint(model=model, featurizer=featurizer, tokens=tuple(tokens), preset=preset, role=role,
-                   train={"config": train_cfg, **info}, extra=dict(extra or {})).save(path)
+        Checkpoint(model=model, featurizer=featurizer, tokens=tokenizer.tokens, preset=preset, role=role,
+                   train={"config": train_cfg, **info}, extra=dict(extra or {}),
+                   sentencepiece=tokenizer.spm).save(path)
     return save
 
 
@@ -106,7 +108,7 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = dist_info()
-    tokenizer = Tokenizer(DEFAULT_TOKENS)
+    tokenizer = Tokenizer(*load_token_set(opts.tokens))
     cache = Path(opts.cache_dir) if opts.cache_dir else out_dir.parent / ".feature_cache"
     train_utts = [u for u in read_manifest(train_manifest) if u.text]
     if not train_utts:
@@ -138,7 +140,7 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
         return ctc_loss(net, x.to(dev_), lens.to(dev_), tg.to(dev_), tl.to(dev_)), {}
 
     cfg = to_dict(opts)
-    save = save_fn_for(featurizer, tokenizer.tokens, opts.preset, opts.role, cfg)
+    save = save_fn_for(featurizer, tokenizer, opts.preset, opts.role, cfg)
     t0 = time.time()
     res = train_loop(model, loss_fn, sampler, opts.loop, out_dir, save,
                      dev_eval_fn(dev, tokenizer, opts.max_dev_utts, device=dev_),
