@@ -11,7 +11,7 @@ errors too).
 |-------------|-------------------------------------------|
 | data        | import, synth, lm                         |
 | teacher     | train, eval, pseudolabel, drift           |
-| student     | distil, review export, review import      |
+| student     | distil, rounds, review export, review import |
 | compress    | prune, quantize, export, verify           |
 | device      | bench, profile                            |
 | pipeline    | run, demo                                 |
@@ -40,7 +40,7 @@ def _root() -> None:
 COMMANDS = {
     "import": data.import_cmd, "synth": data.synth, "lm": data.lm_cmd,
     "train": teacher.train, "eval": teacher.eval_cmd, "pseudolabel": teacher.pseudolabel, "drift": teacher.drift,
-    "distil": student.distil,
+    "distil": student.distil, "rounds": student.rounds,
     "prune": compress.prune, "quantize": compress.quantize, "export": compress.export_cmd, "verify": compress.verify,
     "bench": device.bench, "profile": device.profile, "fit": fit.fit,
     "run": pipeline.run, "demo": pipeline.demo,
