@@ -40,7 +40,7 @@ LEAVES = _commands()
 def test_every_command_is_registered_and_documented():
     names = {" ".join(p) for p, _ in LEAVES}
     assert set(COMMANDS) <= names and {"review export", "review import"} <= names
-    assert len(names) == 20  # + transcribe, fit
+    assert len(names) == 21  # + transcribe, fit, rounds
 
 
 @pytest.mark.parametrize("path,cmd", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
