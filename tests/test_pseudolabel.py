@@ -109,6 +109,18 @@ def test_confidence_weighting_trusts_the_sure_and_agreeing_teacher_per_utterance
     waves = [rng.standard_normal(16000).astype(np.float32) * 0.1]
     one = Ensemble([teacher])(waves)[0]  # one teacher twice: any weighting gives its own posteriors
     assert torch.allclose(one, Ensemble([teacher, teacher], weighting="confidence")(waves)[0], atol=1e-5)
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.tokens import DEFAULT_TOKENS
+
+    torch.manual_seed(1)
+    other = Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS,
+                       "tiny").save(tmp_path / "other.safetensors")
+    a, b = one.exp(), Ensemble([str(other)])(waves)[0].exp()
+    w = utterance_weights(torch.stack([a, b]), torch.tensor([a.shape[1]]), torch.tensor([0.25, 0.75]))
+    mix = Ensemble([teacher, str(other)], [1, 3], weighting="confidence")(waves)[0].exp()
+    assert torch.allclose(mix, w[0, 0] * a + w[1, 0] * b, atol=1e-5)  # the ensemble mixes with these weights
     with pytest.raises(ValueError, match="teacher_weighting"):
         PseudoLabelOptions(teacher_weighting="learned")
 
