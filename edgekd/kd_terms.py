@@ -105,10 +105,7 @@ class FeatureTeacher:
     def __init__(self, path: str, featurizer, n_student_layers: int, student_rate: float, which: str, cache: bool):
         from edgekd.models import load_checkpoint
 
-        try:
-            ck = load_checkpoint(path)
-        except Exception as e:
-            raise EdgekdError(f"feature/relation KD teacher {path}: not an edgekd conformer checkpoint ({e})") from None
+        ck = load_checkpoint(path)  # a file that is not an edgekd checkpoint fails here, naming it
         if ck.featurizer != featurizer:
             raise EdgekdError(f"feature/relation KD teacher {path}: its featurizer differs from the student's; "
                               "it is fed the student's features, so they must match")

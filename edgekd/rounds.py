@@ -35,7 +35,7 @@ from edgekd.audit import estimate_error, next_threshold, sample_audit, word_erro
 from edgekd.config import to_dict
 from edgekd.distil import DistilOptions, run_distil
 from edgekd.errors import EdgekdError
-from edgekd.manifest import StageManifest, Utterance, read_manifest, write_manifest
+from edgekd.manifest import StageManifest, read_manifest, write_manifest
 from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
 from edgekd.records import read_pseudolabels
 

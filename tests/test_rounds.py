@@ -61,7 +61,7 @@ def tiny_rounds(tmp_path_factory, corpus, tiny_ckpt_path):
 
 
 def test_round_loop_resumes_after_a_kill_mid_round(tiny_rounds, corpus, tiny_ckpt_path, monkeypatch):
-    import edgekd.rounds as rounds
+    from edgekd import rounds
 
     opts, out = tiny_rounds
     args = (corpus / "target/train.jsonl", corpus / "target/train.ref.jsonl", [str(tiny_ckpt_path)], out)
