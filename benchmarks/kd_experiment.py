@@ -12,7 +12,11 @@ Same budget (steps, batch, lr, seed) for every student; WER on the *target-domai
   (f) Annealing-KD (phase 1 logit MSE with T stepping 1→τmax, phase 2 CTC);
   (g) soft + hard on *all* the audio: the teacher's soft targets on the source and target train
       sets, CTC on the source's human transcripts and the target's 1-best (what a user with both
-      would run; (b) sees the same labeled source, (d)-(f) only the target audio).
+      would run; (b) sees the same labeled source, (d)-(f) only the target audio);
+  (h)-(l) (e) plus one of the terms of edgekd.kd_terms, weight 1: (h) feature KD (every student
+      layer <- teacher layer round(i·Lt/Ls), learned projection, cosine), (i) relation KD
+      (last-layer frame-similarity KL), (j) response + feature + relation, (k) mutual learning
+      (a peer student, KL both ways), (l) self-distillation (EMA of the student, decay 0.99).
 Plus params and the student/teacher latency ratio (10 s of audio, 1 thread, median of 5).
 Every run resumes if killed (rerun the command). `--only d,e` trains just those (two such commands with
 `--threads 1` can share a 2-core box); the table always lists every finished run under --out.
@@ -70,12 +74,13 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, default=12000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="training seed (init, batches, SpecAugment)")
-    ap.add_argument("--only", default="", help="comma-separated subset of b,c,d,e,f,g")
+    ap.add_argument("--only", default="", help="comma-separated subset of b,c,d,e,f,g,h,i,j,k,l")
     ap.add_argument("--lm", default="", help="ARPA LM: the teacher's 1-best hard labels by beam search + LM")
     ap.add_argument("--beam", type=int, default=16)
     a = ap.parse_args()
 
     from edgekd.distil import DistilOptions, run_distil
+    from edgekd.kd_terms import KDTerms
     from edgekd.manifest import read_manifest, write_manifest
     from edgekd.models import load_checkpoint
     from edgekd.pseudolabel import PseudoLabelOptions, run_pseudolabel
@@ -119,6 +124,15 @@ def main() -> None:
             DistilOptions(preset=a.preset, loss="kd+ctc", loop=loop, max_frames=a.max_frames), pseudolabels_all(), o,
             human_labels=a.data / "source/train.jsonl", dev_manifest=dev)),
     }
+    extra = {"h": ("(e) + feature KD (all layers, cosine)", KDTerms(feature_weight=1.0)),
+             "i": ("(e) + relation KD (last layer)", KDTerms(relation_weight=1.0)),
+             "j": ("(e) + feature + relation KD", KDTerms(feature_weight=1.0, relation_weight=1.0)),
+             "k": ("(e) + mutual learning (peer student)", KDTerms(mutual_weight=1.0)),
+             "l": ("(e) + self-distillation (EMA teacher)", KDTerms(self_weight=1.0))}
+    for key, (what, terms) in extra.items():
+        runs[key] = (f"student, {what}", lambda o, terms=terms: run_distil(
+            DistilOptions(preset=a.preset, loss="kd+ctc", loop=loop, max_frames=a.max_frames, terms=terms), pl, o,
+            dev_manifest=dev))
     only = set(a.only.split(",")) - {""} or set(runs)
     t_lat = latency_ms(a.teacher)
     t_params = load_checkpoint(a.teacher).model.num_params()

@@ -10,6 +10,8 @@ Losses (weights in `DistilOptions`):
 The student adopts the teacher's token set (`tokens="teacher"`: characters or subwords, with the
 sentencepiece model the soft targets carry), which frame-level KD needs; another set (a
 sentencepiece .model or tokens.txt) is allowed for sequence-level KD (`loss="ctc"`) only.
+`terms` (`edgekd.kd_terms.KDTerms`) adds feature KD, relation KD, mutual learning and
+self-distillation on top of these; None (the default) trains exactly as before.
 `streaming` (ChunkTraining) trains a streaming student with dynamic chunks on NEMO_FEATURES (the
 fbank sherpa-onnx computes online for it), optionally from an offline `init`. The
 training machinery (resume, progress, checkpoints, dev WER, DDP) is `edgekd.train.loop`.
@@ -29,6 +31,7 @@ from edgekd.audio import NEMO_FEATURES, FeaturizerConfig
 from edgekd.config import to_dict
 from edgekd.errors import EdgekdError
 from edgekd.kd_losses import align_frames, annealing_mse, annealing_temperature, kd_loss
+from edgekd.kd_terms import KDTerms
 from edgekd.manifest import Utterance, read_manifest
 from edgekd.models import load_preset
 from edgekd.models.conformer import ConformerCTC
@@ -60,8 +63,12 @@ class DistilOptions:
     max_dev_utts: int = 300
     streaming: Optional[ChunkTraining] = None  # train a streaming student (dynamic chunks); None = offline
     tokens: str = "teacher"  # the student's token set: the teacher's, or a .model / tokens.txt (loss=ctc only)
+    terms: Optional[KDTerms] = None  # feature/relation KD, mutual learning, self-distillation; None = none
 
     def __post_init__(self):
+        self._verify()
+
+    def _verify(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.temperature <= 0 or self.tau_max < 1:
@@ -73,6 +80,17 @@ class DistilOptions:
         if self.tokens != "teacher" and self.loss != "ctc":
             raise ValueError(f"tokens={self.tokens!r} needs loss='ctc': frame-level KD (loss={self.loss!r}) "
                              "needs the teacher's token set (tokens='teacher')")
+        if self.terms is not None and self.terms.active and self.loss == "annealing":
+            raise ValueError("terms (feature/relation/mutual/self KD) add to kd, ctc or kd+ctc, not to loss=annealing")
+
+
+def config_dict(opts: DistilOptions) -> dict:
+    """The options as recorded (checkpoint, manifest, pipeline fingerprint): without `terms` when
+    it is None, so runs without the new terms keep the config they had before it existed."""
+    d = to_dict(opts)
+    if d.get("terms") is None:
+        d.pop("terms", None)
+    return d
 
 
 def _training_set(st: SoftTargets, labels: Path, human: Optional[Path], include_review: bool) -> list[Utterance]:
@@ -142,12 +160,8 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
             out_t[j, : r.shape[0]] = r
         return delay_targets(out_t, opts.streaming.target_delay) if opts.streaming else out_t
 
-    def loss_fn(net, idx, step, gen):
-        x, lens = collate(train, idx)
-        if opts.spec_augment:
-            x = spec_augment(x, lens, gen)
-        chunk = opts.streaming.sample(gen) if opts.streaming else None
-        logits, olens = net(x, lens, chunk)
+    def base_terms(idx, step, logits, olens) -> tuple[torch.Tensor, dict]:
+        """The soft-target (or Annealing-KD) and CTC terms of one student's logits on batch `idx`."""
         logs: dict[str, float] = {}
         total = logits.new_zeros(())
         anneal_t = annealing_temperature(step, phase1, opts.tau_max) if opts.loss == "annealing" else None
@@ -173,10 +187,30 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
             logs["ctc"] = float(c.detach())
         return total, logs
 
+    extra, trained = None, model
+    if opts.terms is not None and opts.terms.active:
+        from edgekd.kd_terms import build_terms
+
+        trained, extra = build_terms(opts.terms, model, featurizer, student_rate, st.meta.get("teachers") or [],
+                                     opts.temperature, opts.loop.seed, world, warm_start=init is not None)
+
+    def loss_fn(net, idx, step, gen):
+        x, lens = collate(train, idx)
+        xa = spec_augment(x, lens, gen) if opts.spec_augment else x
+        chunk = opts.streaming.sample(gen) if opts.streaming else None
+        if extra is not None:
+            return extra(net, [train.ids[i] for i in idx], x, xa, lens, chunk,
+                         lambda logits, olens: base_terms(idx, step, logits, olens))
+        logits, olens = net(xa, lens, chunk)
+        return base_terms(idx, step, logits, olens)
+
     sampler = BucketBatchSampler(train.lengths, opts.max_frames, seed=opts.loop.seed, rank=rank, world=world)
-    cfg = {**to_dict(opts), "soft_targets": str(soft_targets), "teachers": st.meta.get("teachers")}
-    save = save_fn_for(featurizer, tokenizer, init.preset if init else opts.preset, "student", cfg,
-                       init.extra if init else None)
+    cfg = {**config_dict(opts), "soft_targets": str(soft_targets), "teachers": st.meta.get("teachers")}
+    save_student = save_fn_for(featurizer, tokenizer, init.preset if init else opts.preset, "student", cfg,
+                               init.extra if init else None)
+
+    def save(m, path: Path, info: dict) -> None:  # the wrapper of the extra terms saves its student
+        save_student(m.student if m is not model else m, path, info)
     t0 = time.time()
     dev_eval = dev_eval_fn(dev, tokenizer, opts.max_dev_utts)
     if opts.streaming and dev_eval is not None:  # score the streaming student as it will stream
@@ -184,10 +218,17 @@ def run_distil(opts: DistilOptions, soft_targets: str | Path, out_dir: str | Pat
 
         def dev_eval(m):
             return plain(lambda x, lens: m(x, lens, eval_chunk))
-    res = train_loop(model, loss_fn, sampler, opts.loop, out, save, dev_eval,
+    if dev_eval is not None and trained is not model:
+        student_eval = dev_eval
+
+        def dev_eval(m):
+            return student_eval(m.student)
+    res = train_loop(trained, loss_fn, sampler, opts.loop, out, save, dev_eval,
                      lambda idx: seconds(train, idx, featurizer.frame_rate))
     if rank != 0:
         return out / "manifest.json"
+    if getattr(trained, "peer", None) is not None:  # mutual learning's second student, usable on its own
+        save_student(trained.peer, out / "peer.safetensors", {"step": res["step"], "role": "peer"})
     return finish_run(out, "distil", cfg, res,
                       {"params": model.num_params(), "utterances": len(train), "with_text": int(has_text.sum()),
                        "rejected": q.count},

@@ -7,7 +7,8 @@
   per-frame constant, so both sides are centred per frame (mean over tokens) before comparing:
   the comparison is then exact up to the dropped top-k tail.
 - `align_frames`: teacher frames to the student's frame rate — average probabilities over
-  groups when the teacher is finer, repeat when it is coarser, nearest frame otherwise.
+  groups when the teacher is finer, repeat when it is coarser, nearest frame otherwise;
+  `align_features` maps hidden states the same way (averaging vectors).
 - `layer_map`, `FeatureProjector`, `feature_kd_loss`: feature-based KD (FitNets; DistilBERT's
   cosine on hidden states): student layer i learns teacher layer round(i·L_t/L_s) through a
   learned linear projection (student dim -> teacher dim), per valid frame.
@@ -63,26 +64,37 @@ def annealing_temperature(step: int, phase1_steps: int, tau_max: int) -> int | N
 
 def align_frames(teacher_logp: torch.Tensor, n_student: int, teacher_rate: float, student_rate: float) -> torch.Tensor:
     """(T_t, V) teacher log-probs -> (n_student, V) at the student's frame rate."""
-    ratio = teacher_rate / student_rate
-    v = teacher_logp.shape[-1]
+    return _align(teacher_logp, n_student, teacher_rate / student_rate, probs=True)
+
+
+def align_features(teacher_feats: torch.Tensor, n_student: int, teacher_rate: float, student_rate: float) -> torch.Tensor:
+    """(T_t, D) teacher hidden states -> (n_student, D): the frames `align_frames` maps, with groups
+    of finer teacher frames averaged as vectors (not as probabilities)."""
+    return _align(teacher_feats, n_student, teacher_rate / student_rate, probs=False)
+
+
+def _align(x: torch.Tensor, n_student: int, ratio: float, probs: bool) -> torch.Tensor:
+    v = x.shape[-1]
+    empty = (lambda n: torch.full((n, v), -math.log(v))) if probs else (lambda n: x.new_zeros(n, v))
     if abs(ratio - round(ratio)) < 1e-6 and round(ratio) >= 1:
         m = int(round(ratio))
-        if m > 1:  # teacher finer: average probabilities over m frames
+        if m > 1:  # teacher finer: average (probabilities, or feature vectors) over m frames
             need = n_student * m
-            p = teacher_logp.exp()
+            p = x.exp() if probs else x
             if p.shape[0] < need:
-                p = torch.cat([p, p[-1:].expand(need - p.shape[0], v)]) if p.shape[0] else torch.full((need, v), 1 / v)
+                p = torch.cat([p, p[-1:].expand(need - p.shape[0], v)]) if p.shape[0] else (
+                    torch.full((need, v), 1 / v) if probs else x.new_zeros(need, v))
             p = p[:need].reshape(n_student, m, v).mean(1)
-            return torch.log(p.clamp(min=1e-30))
-        out = teacher_logp
+            return torch.log(p.clamp(min=1e-30)) if probs else p
+        out = x
     elif abs(1 / ratio - round(1 / ratio)) < 1e-6:  # teacher coarser: repeat
-        out = teacher_logp.repeat_interleave(int(round(1 / ratio)), dim=0)
+        out = x.repeat_interleave(int(round(1 / ratio)), dim=0)
     else:  # nearest teacher frame to each student frame centre
-        idx = torch.clamp(((torch.arange(n_student) + 0.5) * ratio).floor().long(), max=teacher_logp.shape[0] - 1)
-        out = teacher_logp[idx]
+        idx = torch.clamp(((torch.arange(n_student) + 0.5) * ratio).floor().long(), max=x.shape[0] - 1)
+        out = x[idx]
     if out.shape[0] >= n_student:
         return out[:n_student]
-    pad = out[-1:].expand(n_student - out.shape[0], v) if out.shape[0] else torch.full((n_student, v), -math.log(v))
+    pad = out[-1:].expand(n_student - out.shape[0], v) if out.shape[0] else empty(n_student - out.shape[0])
     return torch.cat([out, pad])
 
 

@@ -134,10 +134,14 @@ class ReviewTask(_Record):
     audio: str  # path or URL the Label Studio server can serve
     prediction: str | None = None  # the teacher's transcript, shown pre-filled
     score: float = 0.0  # the teacher's confidence
+    # a random audit of an auto-accepted label (edgekd.audit), not a doubtful one: Label Studio
+    # shows it in `data.audit`, and its answer measures the accepted pool's error rate
+    audit: bool = False
 
     def validate(self) -> None:
         rid = self.rid()
         _need(isinstance(self.utt_id, str) and bool(self.utt_id), rid, "utt_id must be a non-empty string")
+        _need(isinstance(self.audit, bool), rid, "audit must be true or false")
         _need(isinstance(self.audio, str) and bool(self.audio), rid, "audio must be a non-empty string")
         _need(self.prediction is None or isinstance(self.prediction, str), rid, "prediction must be a string")
         _need(isinstance(self.score, (int, float)) and 0 <= self.score <= 1, rid,

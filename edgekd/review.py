@@ -38,13 +38,15 @@ LABEL_CONFIG = """<View>
 
 
 def export_tasks(review_manifest: str | Path, labels_jsonl: str | Path | None, out_dir: str | Path,
-                 audio_url_prefix: str = "", model_version: str = "edgekd-teacher") -> dict[str, Path]:
+                 audio_url_prefix: str = "", model_version: str = "edgekd-teacher",
+                 audit_ids: frozenset[str] | set[str] = frozenset()) -> dict[str, Path]:
     """Write `tasks.json` (Label Studio import) and `label_config.xml`; returns their paths.
 
     `labels_jsonl` is pseudolabel's `labels.jsonl` (PseudoLabel records): the teacher's text and
     confidence become each task's prediction. `audio_url_prefix` replaces the audio folder in
     paths (e.g. `/data/local-files/?d=` for Label Studio's local file serving); empty keeps
-    absolute paths.
+    absolute paths. Utterances in `audit_ids` are random audits of auto-accepted labels: their
+    tasks carry `data.audit: true` (Label Studio can filter on it; annotators see the same task).
     """
     out = Path(out_dir)
     labels = {l.id: l for l in read_pseudolabels(labels_jsonl)} if labels_jsonl else {}
@@ -52,7 +54,8 @@ def export_tasks(review_manifest: str | Path, labels_jsonl: str | Path | None, o
     for u in read_manifest(review_manifest):
         lab = labels.get(u.id)
         task = ReviewTask(utt_id=u.id, audio=audio_url_prefix + Path(u.audio).name if audio_url_prefix else u.audio,
-                          prediction=lab.text if lab else None, score=float(lab.confidence) if lab else 0.0)
+                          prediction=lab.text if lab else None, score=float(lab.confidence) if lab else 0.0,
+                          audit=u.id in audit_ids)
         task.validate()
         tasks.append(_to_label_studio(task, model_version))
     atomic_write(out / "tasks.json", json.dumps(tasks, indent=1))
@@ -62,7 +65,7 @@ def export_tasks(review_manifest: str | Path, labels_jsonl: str | Path | None, o
 
 def _to_label_studio(task: ReviewTask, model_version: str) -> dict[str, Any]:
     """A task in Label Studio's import form; the prediction names the config's TextArea and Audio."""
-    d: dict[str, Any] = {"data": {"audio": task.audio, "utt_id": task.utt_id}}
+    d: dict[str, Any] = {"data": {"audio": task.audio, "utt_id": task.utt_id, **({"audit": True} if task.audit else {})}}
     if task.prediction is not None:
         d["predictions"] = [{
             "model_version": model_version, "score": task.score,

@@ -40,7 +40,7 @@ LEAVES = _commands()
 def test_every_command_is_registered_and_documented():
     names = {" ".join(p) for p, _ in LEAVES}
     assert set(COMMANDS) <= names and {"review export", "review import", "tokens train"} <= names
-    assert len(names) == 22  # + transcribe, fit, qat, tokens train
+    assert len(names) == 23  # + transcribe, fit, qat, tokens train, rounds
 
 
 @pytest.mark.parametrize("path,cmd", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])

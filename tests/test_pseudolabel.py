@@ -86,6 +86,45 @@ def test_ensemble_averages_probabilities(teacher, tmp_path):
         Ensemble([teacher, str(odd)])
 
 
+def test_confidence_weighting_trusts_the_sure_and_agreeing_teacher_per_utterance(teacher, tmp_path):
+    from edgekd.pseudolabel.ensemble import utterance_weights
+
+    def post(tok, p, t=4, v=5):  # (T, V): token `tok` with probability p on every frame, the rest spread
+        x = torch.full((t, v), (1 - p) / (v - 1))
+        x[:, tok] = p
+        return x
+
+    # utterance 0: teachers 0 and 1 agree on token 2, teacher 2 says 3, unsure; utterance 1: roles of 0 and 2 swap
+    ps = torch.stack([torch.stack([post(2, 0.9), post(3, 0.9)]), torch.stack([post(2, 0.8), post(3, 0.8)]),
+                      torch.stack([post(3, 0.4), post(2, 0.4)])])  # (K=3, B=2, T, V)
+    w = utterance_weights(ps, torch.tensor([4, 4]), torch.full((3,), 1 / 3))
+    assert torch.allclose(w.sum(0), torch.ones(2))
+    assert w[2, 0] == 0 and w[0, 0] > w[1, 0] > 0  # the odd one out counts for nothing, the surer more
+    assert w[0, 1] > w[1, 1] and w[2, 1] == 0  # per utterance, not per teacher
+    blank = torch.zeros(3, 1, 4, 5)
+    blank[..., 0] = 1  # nobody emits: confidence 0 everywhere -> the fixed weights stand
+    assert torch.allclose(utterance_weights(blank, torch.tensor([4]), torch.tensor([0.5, 0.3, 0.2]))[:, 0],
+                          torch.tensor([0.5, 0.3, 0.2]))
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(16000).astype(np.float32) * 0.1]
+    one = Ensemble([teacher])(waves)[0]  # one teacher twice: any weighting gives its own posteriors
+    assert torch.allclose(one, Ensemble([teacher, teacher], weighting="confidence")(waves)[0], atol=1e-5)
+    from edgekd.audio import FeaturizerConfig
+    from edgekd.models import Checkpoint, load_preset
+    from edgekd.models.conformer import ConformerCTC
+    from edgekd.tokens import DEFAULT_TOKENS
+
+    torch.manual_seed(1)
+    other = Checkpoint(ConformerCTC(load_preset("tiny")).eval(), FeaturizerConfig(), DEFAULT_TOKENS,
+                       "tiny").save(tmp_path / "other.safetensors")
+    a, b = one.exp(), Ensemble([str(other)])(waves)[0].exp()
+    w = utterance_weights(torch.stack([a, b]), torch.tensor([a.shape[1]]), torch.tensor([0.25, 0.75]))
+    mix = Ensemble([teacher, str(other)], [1, 3], weighting="confidence")(waves)[0].exp()
+    assert torch.allclose(mix, w[0, 0] * a + w[1, 0] * b, atol=1e-5)  # the ensemble mixes with these weights
+    with pytest.raises(ValueError, match="teacher_weighting"):
+        PseudoLabelOptions(teacher_weighting="learned")
+
+
 def test_confidence_and_routing_rules():
     lp = np.log(np.array([[0.99, 0.01, 0.0 + 1e-9], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6]]) + 1e-12)
     assert confidence(lp) == pytest.approx((0.7 + 0.6) / 2, abs=1e-6)

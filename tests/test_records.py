@@ -20,6 +20,7 @@ def _pl(**kw):
 @pytest.mark.parametrize("rec", [
     _pl(),
     ReviewTask(utt_id="u1", audio="/a/u1.wav", prediction="hello", score=0.4),
+    ReviewTask(utt_id="u2", audio="/a/u2.wav", prediction="hi", score=0.9, audit=True),
     ReviewAnswer(utt_id="u1", annotator="3", text="hello there", created_at="2026-01-01T00:00:00"),
     Artifact("onnx-int8-dynamic", "/x/model.int8-dynamic.onnx", "onnx", "int8-dynamic", size_bytes=10,
              metadata={"wer": 0.1}),

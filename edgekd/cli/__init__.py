@@ -11,8 +11,8 @@ errors too).
 |-------------|-------------------------------------------|
 | data        | import, synth, lm, tokens train           |
 | teacher     | train, eval, pseudolabel, drift           |
-| student     | distil, review export, review import      |
-| compress    | prune, quantize, export, verify           |
+| student     | distil, rounds, review export, review import |
+| compress    | prune, quantize, qat, export, verify      |
 | device      | bench, profile                            |
 | pipeline    | run, demo                                 |
 | transcribe  | transcribe                                |
@@ -40,8 +40,9 @@ def _root() -> None:
 COMMANDS = {
     "import": data.import_cmd, "synth": data.synth, "lm": data.lm_cmd,
     "train": teacher.train, "eval": teacher.eval_cmd, "pseudolabel": teacher.pseudolabel, "drift": teacher.drift,
-    "distil": student.distil,
-    "prune": compress.prune, "quantize": compress.quantize, "qat": compress.qat, "export": compress.export_cmd, "verify": compress.verify,
+    "distil": student.distil, "rounds": student.rounds,
+    "prune": compress.prune, "quantize": compress.quantize, "qat": compress.qat, "export": compress.export_cmd,
+    "verify": compress.verify,
     "bench": device.bench, "profile": device.profile, "fit": fit.fit,
     "run": pipeline.run, "demo": pipeline.demo,
     "transcribe": transcribe.transcribe,

@@ -34,6 +34,18 @@ def distil(
     target_delay: Annotated[int, typer.Option(help="Streaming: shift the teacher's targets this many frames later.")] = 0,
     tokens: Annotated[str, typer.Option(help="teacher (adopt the teacher's token set: frame KD needs it), or a "
                                              "sentencepiece .model / tokens.txt (with --loss ctc only).")] = "teacher",
+    feature_weight: Annotated[float, typer.Option(help="Feature KD weight: student layer i learns teacher layer "
+                                                        "round(i*Lt/Ls) through a learned projection (0 = off).")] = 0.0,
+    feature_loss: Annotated[str, typer.Option(help="Feature KD distance: cosine or mse.")] = "cosine",
+    feature_layers: Annotated[str, typer.Option(help="Feature KD on all student layers or the last only.")] = "all",
+    relation_weight: Annotated[float, typer.Option(help="Relation KD weight: frame-similarity matrices of the last "
+                                                         "layers, row-softmaxed, KL (0 = off).")] = 0.0,
+    kd_teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for feature/relation KD "
+                                                            "(default: the soft targets' first teacher).")] = None,
+    mutual_weight: Annotated[float, typer.Option(help="Mutual learning: a peer student trains alongside; weight of "
+                                                       "KL(peer || self), both ways (0 = off).")] = 0.0,
+    self_weight: Annotated[float, typer.Option(help="Self-distillation: weight of KL(EMA of the student || student) "
+                                                     "(0 = off).")] = 0.0,
     threads: Threads = 0,
     seed: Seed = 0,
 ):
@@ -42,14 +54,22 @@ def distil(
     `--streaming` trains a streaming student (dynamic chunks) that `edgekd.export.streaming` exports
     for sherpa-onnx's online recognizer; `--init` may name an offline student to start from.
 
+    `--feature-weight`, `--relation-weight`, `--mutual-weight` and `--self-weight` add feature KD,
+    relation KD, mutual learning and self-distillation (edgekd.kd_terms) to `--loss`.
+
     Usage: edgekd distil --pseudolabels runs/pl --out runs/student --preset student-xs --loss kd+ctc --dev data/corpus/target/dev.jsonl
     """
     from edgekd.distil import DistilOptions, run_distil
+    from edgekd.kd_terms import KDTerms
     from edgekd.train.chunks import ChunkTraining
     from edgekd.train.loop import LoopOptions
 
     opts = options(DistilOptions, preset=preset, loss=loss, temperature=temperature, ctc_weight=ctc_weight,
                    max_frames=max_frames, init=str(init or ""), tokens=tokens,
+                   terms=options(KDTerms, feature_weight=feature_weight, feature_loss=feature_loss,
+                                 feature_layers=feature_layers, relation_weight=relation_weight,
+                                 teacher=str(kd_teacher or ""), mutual_weight=mutual_weight, self_weight=self_weight)
+                   if feature_weight or relation_weight or mutual_weight or self_weight else None,
                    streaming=options(ChunkTraining, left_context=left_context, target_delay=target_delay)
                    if streaming else None,
                    loop=options(LoopOptions, max_steps=steps, lr=lr,
@@ -94,3 +114,41 @@ def review_import(
     s = import_annotations(export_json, manifest, out)
     say(f"{s['imported']}/{s['tasks']} tasks imported, {s['errors']} errors, "
          f"{100 * s['fraction_unanimous']:.0f} % unanimous -> {out / 'labeled.jsonl'}")
+
+
+def rounds(
+    pool: Annotated[Path, typer.Option(help="Unlabeled audio manifest, relabeled every round.")],
+    refs: Annotated[Path, typer.Option(help="Hidden references of the pool (the simulated annotators answer from them).")],
+    teacher: Annotated[list[str], typer.Option(help="Teacher checkpoint (repeat for an ensemble).")],
+    test: Annotated[Path, typer.Option(help="Labeled target test manifest: each round's student is scored on it.")],
+    out: OutDir,
+    dev: Annotated[Optional[Path], typer.Option(help="Labeled dev manifest (best-checkpoint pick).")] = None,
+    n_rounds: Annotated[int, typer.Option("--rounds", help="Labeling rounds.")] = 3,
+    review_fraction: Annotated[float, typer.Option(help="Round 0: least-confident share sent to review.")] = 0.2,
+    audit_fraction: Annotated[float, typer.Option(help="Share of auto-accepted labels audited each round.")] = 0.2,
+    target_error: Annotated[float, typer.Option(help="Label WER the accepted pool should meet (threshold target).")] = 0.5,
+    update: Annotated[str, typer.Option(help="join (the student joins the ensemble) or none.")] = "join",
+    init: Annotated[Optional[Path], typer.Option(help="Student checkpoint each round starts from.")] = None,
+    preset: Annotated[str, typer.Option(help="Student preset (without --init).")] = "student-xs",
+    steps: Annotated[int, typer.Option(help="Distillation steps per round.")] = 300,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-4,
+    threads: Threads = 0,
+    seed: Seed = 0,
+):
+    """Iterative labeling: pseudo-label the pool, review the doubtful + audit a share of the accepted,
+    distil, let the student join the ensemble, repeat (rerun the same command to resume).
+
+    Usage: edgekd rounds --pool runs/demo/synth/target/train.jsonl --refs runs/demo/synth/target/train.ref.jsonl --teacher models/teacher/teacher.safetensors --test runs/demo/synth/target/test.jsonl --out runs/rounds --rounds 3
+    """
+    from edgekd.distil import DistilOptions
+    from edgekd.pseudolabel import PseudoLabelOptions
+    from edgekd.rounds import RoundsOptions, run_rounds
+    from edgekd.train.loop import LoopOptions
+
+    loop = options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 3),
+                   ckpt_every=50, threads=threads, seed=seed)
+    opts = options(RoundsOptions, rounds=n_rounds, review_fraction=review_fraction, audit_fraction=audit_fraction,
+                   target_error=target_error, update=update, seed=seed,
+                   pseudolabel=options(PseudoLabelOptions, workers=1, threads=threads),
+                   distil=options(DistilOptions, preset=preset, init=str(init or ""), loop=loop))
+    say(str(run_rounds(opts, pool, refs, teacher, out, test=test, dev=dev)))

@@ -70,6 +70,8 @@ def pseudolabel(
     teacher: Annotated[list[str], typer.Option(help="Teacher checkpoint, hf:<id|dir> or onnx:<dir|file>; repeat for an ensemble.")],
     out: OutDir,
     weight: Annotated[Optional[list[float]], typer.Option(help="Ensemble weight per teacher (default equal).")] = None,
+    teacher_weighting: Annotated[str, typer.Option(help="Ensemble: fixed weights, or per-utterance 'confidence' "
+                                                        "(weight x confidence x agreement).")] = "fixed",
     k: Annotated[int, typer.Option(help="Max tokens kept per frame.")] = 8,
     review_fraction: Annotated[float, typer.Option(help="Lowest-confidence share routed to human review.")] = 0.1,
     threshold: Annotated[Optional[float], typer.Option(help="Route by confidence value instead of fraction.")] = None,
@@ -99,6 +101,7 @@ def pseudolabel(
 
     opts = options(PseudoLabelOptions, k=k, review_fraction=review_fraction, confidence_threshold=threshold,
                                   workers=workers, threads=threads, engine=engine, teacher_runtime=teacher_runtime,
+                                  teacher_weighting=teacher_weighting,
                                   beam=beam, lm=str(lm or ""), wer_filter=wer_filter, wer_threshold=wer_threshold)
     if plan:
         import json

@@ -254,6 +254,13 @@ class ConformerCTC(nn.Module):
         chunk and `dims.left_context` frames before it, exactly what the chunk-by-chunk run with
         caches sees. None = full context (offline decoding, also of a streaming model).
         """
+        hidden, lens = self.encode_layers(feats, feat_lens, chunk)
+        return hidden[-1], lens
+
+    def encode_layers(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk: int | None = None):
+        """Like `encode`, but every block's output: [(B, T', d_model)] * n_layers, lengths (B,).
+        Feature and relation KD read the intermediate ones; the traced graph of `encode` is the
+        same (a Python list adds no operator), so exports do not change."""
         in_mask = make_pad_mask(feat_lens, feats.shape[1])
         x = (feats - self.input_mean) / self.input_std * in_mask[..., None]
         x, lens = self.subsample(x, feat_lens)
@@ -267,9 +274,11 @@ class ConformerCTC(nn.Module):
             if not self.dims.causal:
                 raise ValueError("chunked attention needs a streaming model (dims.causal); this one is offline")
             cm = chunk_mask(t, chunk, self.dims.left_context, x.device)
+        hidden = []
         for blk in self.blocks:
             x = blk(x, mask, cos, sin, cm) * mask[..., None]
-        return x, lens
+            hidden.append(x)
+        return hidden, lens
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, chunk: int | None = None):
         x, lens = self.encode(feats, feat_lens, chunk)

@@ -49,3 +49,27 @@ def training_curve(path: Path, hist: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def rounds_plot(path: Path, rows: list[dict]) -> None:
+    """Per labeling round (`edgekd rounds`): student WER, the accepted labels' WER (audit estimate
+    with its interval, and the true one), and the review volume (doubtful + audits)."""
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    r = [x["round"] for x in rows]
+    ax[0].plot(r, [x["student_wer_%"] for x in rows], "o-", label="student, target test")
+    est = [(x["round"], x["audit_wer_%"], *x["audit_ci_%"]) for x in rows if x["audit_wer_%"] is not None]
+    if est:
+        rr, w, lo, hi = zip(*est)
+        ax[0].errorbar(rr, w, yerr=[[a - b for a, b in zip(w, lo)], [b - a for a, b in zip(w, hi)]], fmt="s",
+                       capsize=4, label="accepted labels, audit (95 % CI)")
+    ax[0].plot(r, [x["accepted_true_wer_%"] for x in rows], "x--", label="accepted labels, true")
+    ax[0].set(title="WER per round", xlabel="round", ylabel="WER %", xticks=r)
+    ax[0].legend(fontsize=7)
+    ax[1].bar([x - 0.2 for x in r], [x["review"] for x in rows], 0.4, label="doubtful -> review")
+    ax[1].bar([x + 0.2 for x in r], [x["audit"] for x in rows], 0.4, label="audits of accepted")
+    ax[1].set(title="human review volume", xlabel="round", ylabel="utterances", xticks=r)
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

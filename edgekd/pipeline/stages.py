@@ -135,7 +135,10 @@ def pseudolabel_stage(cfg: PipelineConfig) -> Stage:
         keep = ("utterances", "rejected", "distil", "review", "confidence_threshold", "bytes_per_frame", "x_realtime")
         return StageResult(outputs={**m["outputs"], "confidence_plot": "confidence.png"},
                            metrics={k: m["metrics"][k] for k in keep})
-    cfg_d = {**dump_config(cfg)["pseudolabel"], "teachers": list(cfg.teachers), "weights": list(cfg.teacher_weights)}
+    pl_cfg = dump_config(cfg)["pseudolabel"]
+    if pl_cfg.get("teacher_weighting") == "fixed":  # the default: runs from before the option keep their fingerprint
+        del pl_cfg["teacher_weighting"]
+    cfg_d = {**pl_cfg, "teachers": list(cfg.teachers), "weights": list(cfg.teacher_weights)}
     lm = {"lm": Path(opts.lm)} if opts.lm else {}
     return Stage("pseudolabel", run, cfg_d, inputs={"target": data(cfg, "target"), **teacher_files(cfg), **lm})
 
@@ -233,7 +236,9 @@ def distil_stage(cfg: PipelineConfig) -> Stage:
             metrics["student_before_wer_%"] = rows[1]["target_test_wer_%"]
         return StageResult(outputs={"model": "model.safetensors", "history": "history.jsonl",
                                     "compare": "compare.table.json", "curve": "curve.png"}, metrics=metrics)
-    return Stage("distil", run, {**dump_config(cfg)["distil"], "teacher": cfg.teachers[0]},
+    # without `terms` when None: a run without the extra terms keeps its fingerprint (and is not redone)
+    d_cfg = {k: v for k, v in dump_config(cfg)["distil"].items() if not (k == "terms" and v is None)}
+    return Stage("distil", run, {**d_cfg, "teacher": cfg.teachers[0]},
                  inputs={"soft_targets": Ref("pseudolabel", "soft_targets"),
                          "human_labels": Ref("review", "labeled", optional=True),
                          "teacher_eval": Ref("teacher_eval", "table"), "test": data(cfg, "target_test"),

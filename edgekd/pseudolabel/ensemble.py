@@ -1,4 +1,13 @@
-"""The teacher ensemble (posteriors averaged in probability space) and per-utterance confidence."""
+"""The teacher ensemble (posteriors averaged in probability space) and per-utterance confidence.
+
+Weighting (`PseudoLabelOptions.teacher_weighting`):
+- `fixed`: every utterance averages the teachers with the given weights (uniform by default);
+- `confidence`: per utterance, teacher i's weight is w_i · c_i · a_i, where c_i is its own
+  confidence on the utterance (`confidence`: mean best-token posterior over its emitting frames)
+  and a_i its agreement, the share of valid frames whose best token equals that of the
+  fixed-weight average. A teacher unsure of itself, or alone against the others, counts less
+  on that utterance; where every product is 0 the fixed weights stand.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +40,8 @@ class Ensemble:
     teacher declares and are resampled down per teacher.
     """
 
-    def __init__(self, specs: list[str], weights: list[float] | tuple[float, ...] = (), runtime: str = "torch"):
+    def __init__(self, specs: list[str], weights: list[float] | tuple[float, ...] = (), runtime: str = "torch",
+                 weighting: str = "fixed"):
         from edgekd.teachers.runtime import load_runtime_teacher
 
         loaded = [load_runtime_teacher(str(s), runtime) for s in specs]
@@ -62,6 +72,7 @@ class Ensemble:
             raise EdgekdError(f"teacher weights {list(weights)} do not fit {len(specs)} teachers")
         w = w[ctc]  # a seq2seq teacher's weight is unused: its transcript is taken whole
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float32)
+        self.weighting = weighting
         self.tokens, self.frame_rate = tuple(t0.tokens), t0.frame_rate
         self.sample_rate = max(int(t.sample_rate) for t in loaded)
         self.names = [getattr(t, "name", s) for s, t in zip(specs, loaded)]
@@ -78,13 +89,33 @@ class Ensemble:
         """Mono float32 waves at `sample_rate` -> averaged log-probs (B, T', V), lengths (B,)."""
         outs = [t(self._at(t, waves)) for t in self.teachers]
         t_min = min(o.logits.shape[1] for o in outs)
-        probs = sum(w * o.logits[:, :t_min].float().softmax(-1) for w, o in zip(self.weights, outs))
+        ps = torch.stack([o.logits[:, :t_min].float().softmax(-1) for o in outs])  # (K, B, T, V)
         lens = torch.stack([torch.clamp(o.lengths, max=t_min) for o in outs]).min(0).values
+        w = self.weights[:, None].expand(len(outs), ps.shape[1])  # (K, B)
+        if self.weighting == "confidence" and len(outs) > 1:
+            w = utterance_weights(ps, lens, self.weights)
+        probs = (w[:, :, None, None] * ps).sum(0)
         return torch.log(probs.clamp(min=1e-30)), lens
 
     def hard_labels(self, waves: list[np.ndarray]) -> list[tuple[str, float]] | None:
         """The seq2seq teacher's (transcript, confidence) per wave, or None without one."""
         return self.labeler.transcribe(self._at(self.labeler, waves)) if self.labeler else None
+
+
+def utterance_weights(ps: torch.Tensor, lens: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """(K, B, T, V) teacher posteriors, (B,) valid frames, (K,) fixed weights -> (K, B) weights
+    summing to 1 per utterance: base_i · confidence_i · agreement_i (module docstring)."""
+    k, b, t, _ = ps.shape
+    valid = torch.arange(t)[None, :] < lens[:, None]  # (B, T)
+    avg_best = (base[:, None, None, None] * ps).sum(0).argmax(-1)  # (B, T)
+    best = ps.argmax(-1)  # (K, B, T)
+    agree = ((best == avg_best) & valid).sum(-1) / valid.sum(-1).clamp(min=1)  # (K, B)
+    top = ps.max(-1).values  # (K, B, T)
+    emit = (best != 0) & valid
+    conf = (top * emit).sum(-1) / emit.sum(-1).clamp(min=1)  # `confidence`, per teacher and utterance
+    w = base[:, None] * conf * agree
+    total = w.sum(0, keepdim=True)
+    return torch.where(total > 0, w / total.clamp(min=1e-12), base[:, None].expand(k, b))
 
 
 def gate_runtime(specs: list[str], runtime: str, audio: list[str], sample_rate: int, seconds: float) -> dict:

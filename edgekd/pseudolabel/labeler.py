@@ -30,7 +30,7 @@ class ShardLabeler:
 
     @classmethod
     def load(cls, specs: list[str], weights: list[float], opts: PseudoLabelOptions) -> ShardLabeler:
-        return cls(Ensemble(list(specs), list(weights), opts.teacher_runtime), specs, weights, opts)
+        return cls(Ensemble(list(specs), list(weights), opts.teacher_runtime, opts.teacher_weighting), specs, weights, opts)
 
     def __reduce__(self):
         return ShardLabeler.load, (self.specs, self.weights, self.opts)

@@ -30,6 +30,7 @@ class PseudoLabelOptions:
     # utterance if its pseudo-label's WER against it exceeds wer_threshold (distil-whisper: 10 %)
     wer_filter: bool = False
     wer_threshold: float = 0.1
+    teacher_weighting: str = "fixed"  # ensemble: "fixed" weights, or per-utterance "confidence" x agreement (ensemble.py)
 
     def __post_init__(self):
         self._verify()
@@ -51,6 +52,8 @@ class PseudoLabelOptions:
             raise ValueError("shard_utts and min_shards must be >= 1, threads and parity_seconds >= 0")
         if self.wer_threshold < 0:
             raise ValueError(f"wer_threshold must be >= 0, got {self.wer_threshold}")
+        if self.teacher_weighting not in ("fixed", "confidence"):
+            raise ValueError(f"teacher_weighting must be fixed or confidence, got {self.teacher_weighting!r}")
         if self.beam < 0 or (self.lm and not self.beam):
             raise ValueError("lm needs beam > 0 (the LM scores beam-search hypotheses)")
 
@@ -59,7 +62,7 @@ class PseudoLabelOptions:
 # parity gate) act after the shards or not on their content, so a resume may change them.
 # teacher_runtime is here: bf16 and onnx-int8 (and, in the last bits, onnx) posteriors differ from torch fp32's.
 SHARD_OPTIONS = ("k", "mass_eps", "batch_seconds", "shard_utts", "min_shards", "teacher_runtime", "beam", "lm",
-                 "lm_alpha", "lm_beta")
+                 "lm_alpha", "lm_beta", "teacher_weighting")
 
 # How utterances are cut into shards; part of the resume fingerprint, so a folder made with
 # another layout (edgekd <= 0.1: runs of shard_utts of the length-sorted list) is not resumed.

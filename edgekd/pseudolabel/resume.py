@@ -18,7 +18,9 @@ def fingerprint(opts: PseudoLabelOptions, manifest, teachers, weights) -> dict:
 
     return {"manifest_sha256": sha256_file(manifest), "teachers": [digest(t) for t in teachers],
             "weights": [float(w) for w in weights],
-            "options": {k: getattr(opts, k) for k in SHARD_OPTIONS},
+            # teacher_weighting only when it is not the default: folders made before it existed resume
+            "options": {k: getattr(opts, k) for k in SHARD_OPTIONS
+                        if not (k == "teacher_weighting" and opts.teacher_weighting == "fixed")},
             "lm_sha256": sha256_file(opts.lm) if opts.lm else "", "layout": SHARD_LAYOUT}
 
 
