@@ -92,12 +92,21 @@ def to_container(streams: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for k, v in streams.items():
         spans[k] = [off, len(v)]
         off += len(v)
-    return {"format": np.array(json.dumps({**FORMAT, "streams": spans})),
+    # `format` as UTF-8 bytes: a numpy str array is UTF-32, 4 bytes a character, 1.2 KB per shard
+    # more -- 0.21 B/frame on 75-utterance shards (read_format takes both)
+    text = json.dumps({**FORMAT, "streams": spans}, separators=(",", ":"))
+    return {"format": np.frombuffer(text.encode("utf-8"), np.uint8),
             "data": np.concatenate(list(streams.values())) if streams else np.zeros(0, np.uint8)}
 
 
+def read_format(z) -> dict:
+    """A shard's `format` entry: UTF-8 bytes (uint8), or a numpy str (shards written before)."""
+    f = z["format"]
+    return json.loads(f.tobytes().decode("utf-8") if f.dtype == np.uint8 else str(f))
+
+
 def from_container(z) -> dict[str, np.ndarray]:
-    meta = json.loads(str(z["format"]))
+    meta = read_format(z)
     if meta.get("version") != 3:
         raise ValueError(f"soft-target shard format {meta.get('version')!r} is newer than this edgekd reads")
     data = z["data"]

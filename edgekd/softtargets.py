@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
-from edgekd.shardcodec import from_container, pack_ids, to_container, unpack, unpack_ids, unzstd
+from edgekd.shardcodec import from_container, pack_ids, read_format, to_container, unpack, unpack_ids, unzstd
 
 
 LOGP_STEP = 1.0 / 16  # nats per quantisation step of a stored log-prob
@@ -224,7 +224,7 @@ def write_index(out_dir: str | Path, meta: dict[str, Any]) -> Path:
 def shard_format(z) -> dict:
     """What an opened shard is: its own `format` entry (format 3 on), else told by its keys."""
     if "format" in z:
-        return json.loads(str(z["format"]))
+        return read_format(z)
     if "dq" in z:
         return {"name": "edgekd-softtargets", "version": 2, "codec": "deflate", "q": "delta within frame"}
     return {"name": "edgekd-softtargets", "version": 1 if "q" in z else 0, "codec": "deflate"}
