@@ -71,7 +71,7 @@ VARIANTS = {  # name -> (k, eps, tail step multiple, delta, zip method; or "v3":
     "before (absolute q, deflate)": (8, 1e-3, 1, False, D),
     "bzip2": (8, 1e-3, 1, False, B),
     "lzma": (8, 1e-3, 1, False, L),
-    "delta (edgekd today)": (8, 1e-3, 1, True, D),
+    "delta (format 2)": (8, 1e-3, 1, True, D),
     "delta +bzip2": (8, 1e-3, 1, True, B),
     "delta +lzma": (8, 1e-3, 1, True, L),
     "delta +tail/8": (8, 1e-3, 2, True, D),
