@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekd.errors import EdgekdError
+from edgekd.kd_losses import kd_loss  # at T=1: KL(fp32 model || fake-quant model) per valid frame
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,6 @@ def strip_fake_quant(model: torch.nn.Module) -> None:
             m.__class__ = torch.nn.Linear
 
 
-def _frame_kl(ref_logits: torch.Tensor, logits: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-    p = ref_logits.log_softmax(-1)
-    q = logits.log_softmax(-1)
-    kl = (p.exp() * (p - q)).sum(-1)  # (B, T')
-    mask = torch.arange(kl.shape[1])[None, :] < lens[:, None]
-    return (kl * mask).sum() / mask.sum().clamp(min=1)
-
-
 def run_qat(opts: QATOptions, checkpoint: str | Path, manifest: str | Path, out_path: str | Path,
             cache_dir: str | Path | None = None) -> Path:
     """Fine-tune `checkpoint` with int8 fake-quant against its own fp32 outputs on `manifest`'s audio."""
@@ -128,7 +121,7 @@ def run_qat(opts: QATOptions, checkpoint: str | Path, manifest: str | Path, out_
     def probe_kl() -> float:
         with torch.no_grad():
             want, out_lens = ref(px, plens)
-            return float(_frame_kl(want, student(px, plens)[0], out_lens))
+            return float(kd_loss(student(px, plens)[0], want, out_lens))
 
     kl_before = probe_kl()
     t0, losses = time.time(), []
@@ -138,7 +131,7 @@ def run_qat(opts: QATOptions, checkpoint: str | Path, manifest: str | Path, out_
         with torch.no_grad():
             want, out_lens = ref(x, lens)
         got, _ = student(x, lens)
-        loss = _frame_kl(want, got, out_lens)
+        loss = kd_loss(got, want, out_lens)
         if not torch.isfinite(loss):
             raise EdgekdError(f"qat: loss is {float(loss)} at step {len(losses)}; lower --lr")
         optim.zero_grad(set_to_none=True)

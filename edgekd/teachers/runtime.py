@@ -40,41 +40,39 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEKD_CACHE") or Path.home() / ".cache" / "edgekd")
 
 
+def _built_once(path: Path, build) -> Path:
+    """`path`, made by `build(path)` unless it exists; under a lock, so workers of one node build once, in turn."""
+    import fcntl
+
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / "export.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            build(path)
+    return path
+
+
 def onnx_export_cached(checkpoint: str | Path) -> Path:
     """The checkpoint's fp32 ONNX graph, exported on first use into the cache (keyed by sha256)."""
     from edgekd.manifest import sha256_file
 
-    import fcntl
+    def build(path: Path) -> None:
+        from edgekd.export.onnx import export_onnx
+        from edgekd.models import load_checkpoint
 
-    path = cache_dir() / "teachers" / sha256_file(checkpoint) / "model.onnx"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / "export.lock", "w") as lock:  # workers of one node export once, in turn
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            from edgekd.export.onnx import export_onnx
-            from edgekd.models import load_checkpoint
+        export_onnx(load_checkpoint(checkpoint), path, write_tokens=False)  # tokens are in the metadata
 
-            export_onnx(load_checkpoint(checkpoint), path, write_tokens=False)  # tokens are in the metadata
-    return path
+    return _built_once(cache_dir() / "teachers" / sha256_file(checkpoint) / "model.onnx", build)
 
 
 def onnx_int8_cached(checkpoint: str | Path) -> Path:
     """The cached fp32 graph quantized to int8-dynamic (first and last weight MatMuls fp32), cached beside it."""
-    import fcntl
+    from edgekd.export.quantize import quantize
 
     fp = onnx_export_cached(checkpoint)
-    path = fp.with_name("model.int8.onnx")
-    if path.is_file():
-        return path
-    with open(fp.parent / "export.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            from edgekd.export.quantize import quantize
-
-            quantize(fp, path, "int8-dynamic", fp32_ends=True)
-    return path
+    return _built_once(fp.with_name("model.int8.onnx"), lambda path: quantize(fp, path, "int8-dynamic", fp32_ends=True))
 
 
 def load_runtime_teacher(spec: str, runtime: str):
