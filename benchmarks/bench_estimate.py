@@ -56,7 +56,7 @@ from edgekd.profile.estimate import analyze, estimate_latency  # noqa: E402
 from edgekd.profile.hostpin import host_device, run_local  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from calib_host import cpu_seconds_per_run  # noqa: E402
+from calib_host import cpu_seconds_per_run, export_model  # noqa: E402
 from refmodels import export_mobilenet  # noqa: E402
 
 torch.set_num_threads(1)
@@ -70,21 +70,7 @@ def export_conformer(preset: str, path: Path) -> Path:
     from edgekd.models.conformer import ConformerCTC
 
     torch.manual_seed(0)
-    model = ConformerCTC(load_preset(preset)).eval()
-
-    class LogProbs(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x, x_lens):
-            return self.m.log_probs(x, x_lens)
-
-    t = torch.export.Dim("T", min=model.dims.min_frames, max=6000)
-    torch.onnx.export(LogProbs(model), (torch.randn(2, 120, 80), torch.tensor([120, 90])), str(path), dynamo=True,
-                      input_names=["x", "x_lens"], output_names=["log_probs", "log_probs_len"],
-                      dynamic_shapes=({1: t}, None), opset_version=18, external_data=False)
-    return path
+    return export_model(ConformerCTC(load_preset(preset)), path)
 
 
 def quantize_matmul_int8(src: Path, dst: Path) -> Path:

@@ -24,9 +24,28 @@ SHORT_FRAMES, LONG_FRAMES = 32, 1000  # 0.32 s (overhead-bound) and 10 s of feat
 CALIB_FRAMES = (SHORT_FRAMES, LONG_FRAMES)
 
 
+def export_model(model, path: Path) -> Path:
+    """An offline conformer CTC exported like the export stage (log-probs from x (N, T, 80) + x_lens,
+    dynamic T), random weights as given; bench_estimate.py exports its presets with it too."""
+    import torch
+
+    class LogProbs(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, x_lens):
+            return self.m.log_probs(x, x_lens)
+
+    t = torch.export.Dim("T", min=model.dims.min_frames, max=6000)
+    torch.onnx.export(LogProbs(model.eval()).eval(), (torch.randn(2, 120, 80), torch.tensor([120, 90])), str(path),
+                      dynamo=True, input_names=["x", "x_lens"], output_names=["log_probs", "log_probs_len"],
+                      dynamic_shapes=({1: t}, None), opset_version=18, external_data=False)
+    return path
+
+
 def export_dims(path: Path, d: int, layers: int, heads: int, ffn: int, sub: int) -> Path:
-    """An offline conformer CTC of these dims (vocab and features as the presets), exported like
-    bench_estimate.export_conformer: x (N, T, 80) + x_lens, dynamic T."""
+    """An offline conformer CTC of these dims (vocab and features as the presets), seed 0, exported."""
     import torch
 
     from edgekd.models import load_preset
@@ -38,21 +57,7 @@ def export_dims(path: Path, d: int, layers: int, heads: int, ffn: int, sub: int)
                                             "n_heads": heads, "ffn_dim": ffn, "subsampling_channels": sub,
                                             "conv_kernel": 15})
     torch.manual_seed(0)
-    model = ConformerCTC(dims).eval()
-
-    class LogProbs(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x, x_lens):
-            return self.m.log_probs(x, x_lens)
-
-    t = torch.export.Dim("T", min=dims.min_frames, max=6000)
-    torch.onnx.export(LogProbs(model).eval(), (torch.randn(2, 120, 80), torch.tensor([120, 90])), str(path), dynamo=True,
-                      input_names=["x", "x_lens"], output_names=["log_probs", "log_probs_len"],
-                      dynamic_shapes=({1: t}, None), opset_version=18, external_data=False)
-    return path
+    return export_model(ConformerCTC(dims), path)
 
 
 def cpu_seconds_per_run(path: Path, frames: int, budget_s: float = 1.5) -> float:

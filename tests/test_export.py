@@ -171,6 +171,18 @@ def test_fallback_rule_picks_outliers_only():
     assert fallback_nodes([{"node": "a", "kl": 1.0}, {"node": "b", "kl": 1e-9}]) == []
 
 
+def _sherpa_and_edgekd(rec, ck, tok, audio) -> tuple[str, str]:
+    """One file's transcript by sherpa-onnx's offline recognizer `rec` and by edgekd's greedy decoding of `ck`."""
+    w = load_audio(audio)
+    s = rec.create_stream()
+    s.accept_waveform(16000, w)
+    rec.decode_stream(s)
+    f, fl = featurize([w], ck.featurizer)
+    with torch.no_grad():
+        ours = greedy(ck.model(f, fl)[0], ck.model.output_lengths(fl), tok)[0]
+    return s.result.text, ours
+
+
 def test_sherpa_onnx_decodes_the_package_like_edgekd(setup, tmp_path):
     import sherpa_onnx  # a declared dependency
     from edgekd.export import write_sherpa_package
@@ -183,14 +195,8 @@ def test_sherpa_onnx_decodes_the_package_like_edgekd(setup, tmp_path):
     tok = Tokenizer(ck.tokens)
     n_nonempty = 0
     for u in read_manifest(setup / "c/source/test.jsonl")[:6] + read_manifest(setup / "c/source/dev.jsonl")[:6]:
-        w = load_audio(u.audio)
-        s = rec.create_stream()
-        s.accept_waveform(16000, w)
-        rec.decode_stream(s)
-        f, fl = featurize([w], ck.featurizer)
-        with torch.no_grad():
-            ours = greedy(ck.model(f, fl)[0], ck.model.output_lengths(fl), tok)[0]
-        assert " ".join(s.result.text.split()) == " ".join(ours.split()), u.id
+        theirs, ours = _sherpa_and_edgekd(rec, ck, tok, u.audio)
+        assert " ".join(theirs.split()) == " ".join(ours.split()), u.id
         n_nonempty += bool(ours.strip())
     assert n_nonempty >= 1  # the comparison compared something
 
@@ -214,14 +220,8 @@ def test_sherpa_onnx_decodes_subword_tokens_like_edgekd(setup, tmp_path):
                                                           tokens=str(pkg / "tokens.txt"), num_threads=1)
     words = 0
     for u in read_manifest(setup / "c/source/test.jsonl")[:6]:
-        w = load_audio(u.audio)
-        s = rec.create_stream()
-        s.accept_waveform(16000, w)
-        rec.decode_stream(s)
-        f, fl = featurize([w], ck.featurizer)
-        with torch.no_grad():
-            ours = greedy(ck.model(f, fl)[0], ck.model.output_lengths(fl), ck.tokenizer)[0]
-        assert " ".join(s.result.text.split()) == ours, u.id
+        theirs, ours = _sherpa_and_edgekd(rec, ck, ck.tokenizer, u.audio)
+        assert " ".join(theirs.split()) == ours, u.id
         words += len(ours.split())
     assert words >= 6  # pieces were joined into words, not compared as empty strings
 
