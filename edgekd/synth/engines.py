@@ -112,8 +112,10 @@ class Espeak:
         """Synthesize in a forked child of this never-used engine.
 
         espeak-ng keeps static state from one utterance to the next (not cleared by
-        espeak_Terminate) and draws from libc rand(); both made the output depend on what the
-        process spoke before. A child of a clean engine, with rand seeded, always starts equal.
+        espeak_Terminate) and draws from libc rand() and from its own generator, which
+        espeak_Initialize seeds from the clock (the breathy +f* variants use it). These made the
+        output depend on what the process spoke before and on when it started. A child of a clean
+        engine, with both generators seeded, always starts equal.
         """
         import os
 
@@ -124,6 +126,8 @@ class Espeak:
             try:
                 os.close(rfd)
                 ctypes.CDLL(None).srand(ctypes.c_uint(seed & 0xFFFFFFFF))
+                if hasattr(self.lib, "espeak_ng_SetRandSeed"):  # its own generator, seeded from time() at init
+                    self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed & 0x7FFFFFFF))
                 data = self._synth(text, voice).tobytes()
                 with os.fdopen(wfd, "wb") as f:
                     f.write(data)
