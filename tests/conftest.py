@@ -1,5 +1,8 @@
 """Shared test fixtures: one torch thread (the box has 2 cores shared by parallel tests)."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,6 +23,36 @@ def pytest_collection_modifyitems(session, config, items):
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     torch.set_num_threads(1)
+    yield
+
+
+def _run_root(tmp_path_factory) -> Path:
+    """A folder of this test run that every xdist worker sees (their base temps are its children)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # never /tmp/pytest-of-<user>
+
+
+def _once_per_run(tmp_path_factory, name: str, build) -> Path:
+    """<run root>/shared/<name>, made by `build(folder)` by whichever worker asks first (under a file
+    lock; the other waits, then reuses it). A build that died leaves no manifest.json: redone."""
+    import fcntl
+    import shutil
+
+    d = _run_root(tmp_path_factory) / "shared" / name
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(d.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / "manifest.json").exists():  # run_synth writes its stage manifest last
+            shutil.rmtree(d, ignore_errors=True)
+            build(d)
+    return d
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _graph_cache(tmp_path_factory):
+    """One on-disk ONNX graph cache for the run, shared by the xdist workers: several files export
+    the same fixture weights, at 8-15 s a dynamo export."""
+    os.environ.setdefault("EDGEKD_GRAPH_CACHE", str(_run_root(tmp_path_factory) / "onnx-graphs"))
     yield
 
 
@@ -60,10 +93,9 @@ def corpus(tmp_path_factory):
     """
     from edgekd.synth import SynthOptions, run_synth
 
-    d = tmp_path_factory.mktemp("corpus")
-    run_synth(SynthOptions(seed=21, hours_source=0.04, hours_target=0.02, dev_fraction=0.3, test_fraction=0.3,
-                           min_split_utts=2, piper_fraction=0.0, workers=1), d, progress=False)
-    return d
+    return _once_per_run(tmp_path_factory, "corpus", lambda d: run_synth(SynthOptions(
+        seed=21, hours_source=0.04, hours_target=0.02, dev_fraction=0.3, test_fraction=0.3, min_split_utts=2,
+        piper_fraction=0.0, workers=1), d, progress=False))
 
 
 # ------------------------------------------------------------------ the fault suite (test_faults_*.py)
@@ -75,10 +107,8 @@ def small_corpus(tmp_path_factory):
     label it many times over, e.g. once per SIGKILL."""
     from edgekd.synth import SynthOptions, run_synth
 
-    d = tmp_path_factory.mktemp("small_corpus")
-    run_synth(SynthOptions(seed=3, hours_source=0.006, hours_target=0.004, min_split_utts=2, piper_fraction=0.0),
-              d, progress=False)
-    return d
+    return _once_per_run(tmp_path_factory, "small_corpus", lambda d: run_synth(SynthOptions(
+        seed=3, hours_source=0.006, hours_target=0.004, min_split_utts=2, piper_fraction=0.0), d, progress=False))
 
 
 @pytest.fixture(scope="session")

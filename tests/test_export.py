@@ -85,6 +85,37 @@ def test_the_graph_memo_keys_on_content_and_leaves_the_rng_alone(tmp_path):
         exported_graph(lin, ["k"], broken, tmp_path / "a.onnx", "export of lin failed")
 
 
+def test_graph_cache_on_disk_serves_other_processes_and_never_a_stale_or_damaged_graph(tmp_path, monkeypatch):
+    """$EDGEKD_GRAPH_CACHE keeps graphs across processes (here: the process memo emptied): the same
+    weights and code come back without exporting; a damaged file or other exporting code exports anew."""
+    import onnx
+
+    from edgekd.export import onnx as eo
+
+    lin, calls = torch.nn.Linear(3, 2), []
+
+    def export(tmp):
+        calls.append(1)
+        torch.onnx.export(lin, (torch.randn(1, 3),), str(tmp), dynamo=False)
+
+    def get():
+        monkeypatch.setattr(eo, "_GRAPHS", {})  # a new process: nothing in memory
+        return eo.exported_graph(lin, ["disk"], export, tmp_path / "a.onnx", "failed")
+
+    monkeypatch.delenv(eo.GRAPH_CACHE_ENV, raising=False)
+    get()
+    assert len(calls) == 1 and not (tmp_path / "cache").exists()  # off unless asked for
+    monkeypatch.setenv(eo.GRAPH_CACHE_ENV, str(tmp_path / "cache"))
+    a = get()
+    (f,) = (tmp_path / "cache").iterdir()
+    assert len(calls) == 2 and get() == a and len(calls) == 2  # the second "process" read it from disk
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # a damaged file is exported anew and replaced
+    assert get() == a and len(calls) == 3 and onnx.load(str(f)) == a
+    monkeypatch.setattr(eo, "_code_digest", lambda: "other exporting code")
+    get()
+    assert len(calls) == 4 and len(list((tmp_path / "cache").iterdir())) == 2
+
+
 def test_waveform_graph_matches_featurizer_plus_model(setup, tmp_path):
     from edgekd.export.onnx import export_onnx, ort_session, run_onnx
 
