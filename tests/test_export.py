@@ -345,6 +345,43 @@ def test_tflite_sidecar_carries_the_whole_io_contract(tflite120):
     assert open_model(p).context == 24
 
 
+def test_litert_fp16_and_static_int8_from_the_fp32_window_model(tflite120, setup, tmp_path):
+    """fp16 (weights stored half) and int8-static (int8 weights and activations on the weight ops,
+    ranges from calibration windows of real audio) decode like the fp32 .tflite; full integer
+    (every op int8) is the known-broken recipe, and its row in the known-broken list says so."""
+    from edgekd.errors import EdgekdError
+    from edgekd.export.known_broken import check
+    from edgekd.export.litert import TfliteModel, quantize_tflite, sidecar
+    from edgekd.export.quantize import calibration_features
+
+    ck, p = tflite120
+    feats = calibration_features(setup / "c/target/dev.jsonl", ck.featurizer, 6)
+    with pytest.raises(EdgekdError, match="int8-static needs calibration"):
+        quantize_tflite(p, tmp_path / "s.tflite", "int8-static")
+    half = quantize_tflite(p, tmp_path / "h.tflite", "fp16")
+    static = quantize_tflite(p, tmp_path / "s.tflite", "int8-static", calibration=feats)
+    full = quantize_tflite(p, tmp_path / "f.tflite", "int8-static", calibration=feats, full_integer=True)
+    with pytest.raises(EdgekdError, match="takes an fp32 window model"):
+        quantize_tflite(half, tmp_path / "x.tflite", "int8-dynamic")
+    assert json.loads(sidecar(static).read_text())["quantization"] == "int8-static"
+    ref, h, q, f = (TfliteModel(x) for x in (p, half, static, full))
+    assert sum(d["dtype"] == np.float16 for d in h.interp.get_tensor_details()) >= 10  # the weights, stored half
+    ops = [d["op_name"] for d in q.interp._get_ops_details()]
+    assert "LOGISTIC" in ops and f.x_in["dtype"] == np.int8 and q.x_in["dtype"] == np.float32  # only some ops int8
+    assert any(d["dtype"] == np.int8 for d in q.interp.get_tensor_details())
+    x = np.zeros((1, 120, 80), np.float32)
+    x[0, :100] = feats[0][:100]
+    n = int(ck.model.output_lengths(torch.tensor([100]))[0])
+    want, gh, gq = ref(x, 100)[0, :n], h(x, 100)[0, :n], q(x, 100)[0, :n]
+    assert 0 < np.abs(gh - want).max() < 0.05  # really fp16 weights, and close
+    gf = f(x, 100)[0, :n]  # int8 in, int8 out: scaled by the runner as the tensors' quantization says
+    # a random tiny model has near-ties: 21 of 24 frames agree for both (a mis-scaled input: 2 of 24);
+    # on a real student full integer keeps 65 % of frames, the weight ops alone 97 % (README)
+    assert (gq.argmax(-1) == want.argmax(-1)).mean() >= 0.75 and (gf.argmax(-1) == want.argmax(-1)).mean() >= 0.75
+    assert np.abs(gq - want).mean() < np.abs(gf - want).mean() < 0.6
+    assert check("export", "tflite", precision="int8-static", op_types="all", time_axis="fixed")
+
+
 def test_run_export_writes_a_verified_table(setup, tmp_path):
     from edgekd.export import ExportOptions, run_export
     from edgekd.export.verify import COLUMNS

@@ -86,7 +86,7 @@ def export_cmd(
     out: OutDir,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration manifest (default: --test).")] = None,
     quant: Annotated[Optional[list[str]], typer.Option("--quantize", help="ONNX variants (repeat).")] = None,
-    tflite: Annotated[Optional[list[str]], typer.Option(help="LiteRT variants: fp32, int8-dynamic (repeat).")] = None,
+    tflite: Annotated[Optional[list[str]], typer.Option(help="LiteRT variants: fp32, fp16, int8-dynamic, int8-static (repeat).")] = None,
     no_tflite: Annotated[bool, typer.Option("--no-tflite", help="Skip LiteRT.")] = False,
     window: Annotated[int, typer.Option(help="LiteRT fixed window in feature frames.")] = 600,
     waveform: Annotated[bool, typer.Option(help="Also export model.wave.onnx (featurizer in the graph).")] = False,

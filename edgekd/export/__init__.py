@@ -151,10 +151,14 @@ def run_export(opts: ExportOptions, checkpoint: str | Path, out_dir: str | Path,
     if opts.tflite:
         if have_litert_torch():
             for mode in opts.tflite:
-                if not known("tflite", precision=mode, time_axis="fixed"):
+                ops = "FullyConnected,Conv" if mode == "int8-static" else "all"
+                if not known("tflite", precision=mode, time_axis="fixed", op_types=ops):
                     continue
+                if mode == "int8-static" and calib is None:
+                    calib = calibration_features(calib_manifest or test_manifest, ck.featurizer, opts.calibration_utts)
                 p = export_tflite(ck, out / f"model.{mode}.tflite", window_frames=opts.tflite_window,
-                                  context_frames=opts.tflite_context, mode=mode)
+                                  context_frames=opts.tflite_context, mode=mode,
+                                  calibration=calib if mode == "int8-static" else None)
                 arts.append(Artifact(f"tflite-{mode}.chunked", str(p), "tflite", mode, opts.tflite_window,
                                      opts.tflite_context))
                 step(f"tflite-{mode}")

@@ -27,7 +27,13 @@ from edgekd.errors import EdgekdError
 from edgekd.export.onnx import LogProbsGraph, metadata_for
 from edgekd.models import Checkpoint
 
-TFLITE_MODES = ("fp32", "int8-dynamic")
+TFLITE_MODES = ("fp32", "fp16", "int8-dynamic", "int8-static")
+# ai-edge-quantizer recipes: fp16 = weights stored fp16 (FLOAT_CASTING, dequantized to fp32 for
+# compute on CPU; half the file); int8-dynamic = int8 weights, activations quantized per call;
+# int8-static = int8 weights and activations with ranges from calibration windows, on the weight
+# ops only (STATIC_OPS; the rest stays fp32). Full integer (every op int8) is known broken for a
+# conformer: see known_broken.py and benchmarks/bench_litert.py --full-integer.
+STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 def have_litert_torch() -> bool:
@@ -49,14 +55,17 @@ class _WindowGraph(torch.nn.Module):
 
 
 def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600, context_frames: int = 48,
-                  mode: str = "fp32") -> Path:
-    """Convert `ck` to LiteRT with a fixed (1, window_frames, n_mels) input; `mode` fp32 or int8-dynamic.
+                  mode: str = "fp32", calibration: list[np.ndarray] | None = None) -> Path:
+    """Convert `ck` to LiteRT with a fixed (1, window_frames, n_mels) input; `mode` one of TFLITE_MODES.
 
     `context_frames` is the overlap `chunked_log_probs` uses for longer audio; it is written to
-    the sidecar so a runner decodes the file the way it was verified.
+    the sidecar so a runner decodes the file the way it was verified. int8-static needs
+    `calibration`: log-mel features (T, F) of real audio, cut into windows here.
     """
     if mode not in TFLITE_MODES:
         raise EdgekdError(f"unknown LiteRT mode {mode!r}; choose from {', '.join(TFLITE_MODES)}")
+    if mode == "int8-static" and not calibration:
+        raise EdgekdError("LiteRT int8-static needs calibration audio (its activation ranges come from it)")
     if not have_litert_torch():
         raise EdgekdError("LiteRT export needs litert-torch: pip install 'edgekd[tflite]'")
     import litert_torch
@@ -75,12 +84,8 @@ def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600,
     with tempfile.TemporaryDirectory() as td:
         fp32 = Path(td) / "fp32.tflite"
         edge.export(str(fp32))
-        if mode == "int8-dynamic":
-            from ai_edge_quantizer import quantizer, recipe
-
-            qt = quantizer.Quantizer(str(fp32))
-            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-            qt.quantize().export_model(str(Path(td) / "q.tflite"), overwrite=True)
+        if mode != "fp32":
+            _quantize(fp32, Path(td) / "q.tflite", mode, calibration, window_frames)
             fp32 = Path(td) / "q.tflite"
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(fp32.read_bytes())
@@ -91,6 +96,77 @@ def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600,
     meta["contract"] = io_contract(ck, window_frames, context_frames)
     sidecar(path).write_text(json.dumps(meta, indent=1))
     return path
+
+
+def quantize_tflite(src: str | Path, dst: str | Path, mode: str, calibration: list[np.ndarray] | None = None,
+                    *, full_integer: bool = False) -> Path:
+    """An fp32 window .tflite (with its sidecar) -> `mode` (fp16, int8-dynamic, int8-static), sidecar
+    copied with its `quantization` updated; no second torch conversion. `full_integer` (int8-static
+    on every op) exists to measure why edgekd does not ship it."""
+    src, dst = Path(src), Path(dst)
+    meta = json.loads(sidecar(src).read_text())
+    if meta.get("quantization") != "fp32" or mode not in TFLITE_MODES[1:]:
+        raise EdgekdError(f"{src}: LiteRT quantization takes an fp32 window model to one of "
+                          f"{', '.join(TFLITE_MODES[1:])} (got {meta.get('quantization')} -> {mode})")
+    if mode == "int8-static" and not calibration:
+        raise EdgekdError("LiteRT int8-static needs calibration audio (its activation ranges come from it)")
+    tmp = dst.with_name(dst.name + ".tmp")
+    _quantize(src, tmp, mode, calibration, int(meta["window_frames"]), full_integer)
+    tmp.replace(dst)
+    sidecar(dst).write_text(json.dumps({**meta, "quantization": mode + ("-full-integer" if full_integer else "")},
+                                       indent=1))
+    return dst
+
+
+def _quantize(src: Path, dst: Path, mode: str, calibration: list[np.ndarray] | None, window: int,
+              full_integer: bool = False) -> None:
+    from ai_edge_quantizer import quantizer, recipe
+
+    qt = quantizer.Quantizer(str(src))
+    if mode == "int8-dynamic":
+        qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        result = qt.quantize()
+    elif mode == "fp16":
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        from ai_edge_quantizer.qtyping import TFLOperationName
+        from ai_edge_quantizer.recipe_manager import RecipeManager
+
+        rm = RecipeManager()
+        rm.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                  algorithm_key=AlgorithmName.FLOAT_CASTING)
+        qt.load_quantization_recipe(rm.get_quantization_recipe())
+        result = qt.quantize()
+    else:  # int8-static (full_integer: every op, the known-broken recipe, for the benchmark)
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer.qtyping import TFLOperationName
+        from ai_edge_quantizer.recipe_manager import RecipeManager
+
+        if full_integer:
+            qt.load_quantization_recipe(recipe.static_wi8_ai8())
+        else:
+            rm = RecipeManager()
+            for op in STATIC_OPS:
+                rm.add_static_config(regex=".*", operation_name=TFLOperationName[op], activation_num_bits=8,
+                                     weight_num_bits=8)
+            qt.load_quantization_recipe(rm.get_quantization_recipe())
+        sigs = Interpreter(model_path=str(src)).get_signature_list()
+        (sig, io), = sigs.items()
+        x_name, n_name = io["inputs"]  # args_0: features, args_1: valid frames (the _WindowGraph order)
+        samples = [{x_name: x, n_name: np.array([n], dtype=np.int32)}
+                   for x, n in calibration_windows(calibration, window)]
+        result = qt.quantize(qt.calibrate({sig: samples}, num_threads=1))
+    result.export_model(str(dst), overwrite=True)
+
+
+def calibration_windows(feats: list[np.ndarray], window: int, per_utt: int = 4):
+    """(x (1, window, F) zero-padded, n valid frames) for up to `per_utt` windows of each utterance:
+    what the model sees when it runs chunked, padding included."""
+    for f in feats:
+        for start in range(0, max(len(f), 1), window)[:per_utt]:
+            piece = f[start:start + window]
+            x = np.zeros((1, window, f.shape[1]), dtype=np.float32)
+            x[0, : len(piece)] = piece
+            yield x, len(piece)
 
 
 def sidecar(path: str | Path) -> Path:
@@ -150,12 +226,29 @@ class TfliteModel:
         self.window = int(self.x_in["shape"][1])
 
     def __call__(self, x: np.ndarray, n: int) -> np.ndarray:
-        """x (1, window, F) zero-padded past `n` valid frames -> log_probs (1, W', V)."""
-        self.interp.set_tensor(self.x_in["index"], x.astype(np.float32))
+        """x (1, window, F) zero-padded past `n` valid frames -> log_probs (1, W', V), float32."""
+        self.interp.set_tensor(self.x_in["index"], _to_input(x, self.x_in))
         if self.len_in is not None:
             self.interp.set_tensor(self.len_in["index"], np.array([n], dtype=self.len_in["dtype"]))
         self.interp.invoke()
-        return self.interp.get_tensor(self.out["index"])
+        return _from_output(self.interp.get_tensor(self.out["index"]), self.out)
+
+
+def _to_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float features as the input tensor wants them: a full-integer model takes int8 with the scale
+    and zero point its calibration chose (the tensor's `quantization`)."""
+    if np.issubdtype(detail["dtype"], np.floating):
+        return x.astype(detail["dtype"])
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def _from_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def chunked_log_probs(run_window: Callable[[np.ndarray, int], np.ndarray], feats: np.ndarray, window: int,
