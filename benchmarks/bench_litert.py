@@ -8,7 +8,8 @@ Usage: python benchmarks/bench_litert.py --model models/student/student-xs.safet
    utterances of --calib, up to 4 windows each): fp16, int8-dynamic, int8-static (weight ops) and,
    for the record, int8 full integer (every op; known broken, not shipped);
 2. every file decodes the test set through `edgekd transcribe`'s LiteRT runtime (chunked by the
-   sidecar's contract): identical transcripts vs LiteRT fp32 and vs PyTorch, WER vs the references;
+   sidecar's contract): identical transcripts vs LiteRT fp32 and vs PyTorch, WER vs the references,
+   and the share of frames whose best token is fp32's (each utterance's first window);
 3. latency of one full window, 1 thread, in rounds that visit the files in turn (median per file;
    this box is noisy: compare the ratios of one run, not absolutes across runs); file size.
 Prints one table; writes <out>/litert.table.json.
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def main() -> None:
@@ -72,6 +74,15 @@ def main() -> None:
         print(f"{mode}: decoded {len(utts)} utterances", flush=True)
 
     models = {mode: TfliteModel(p, threads=1) for mode, p in files.items()}
+    agree: dict[str, list[float]] = {m: [] for m in models}  # best token per valid frame, first window, vs fp32
+    for w in waves.values():
+        f = torch_rt.features(w)[: a.window]
+        xw = np.zeros((1, a.window, ck.dims.n_mels), np.float32)
+        xw[0, : len(f)] = f
+        k = int(ck.model.output_lengths(torch.tensor([len(f)]))[0])
+        best = models["fp32"](xw, len(f))[0, :k].argmax(-1)
+        for mode, m in models.items():
+            agree[mode].append(float((m(xw, len(f))[0, :k].argmax(-1) == best).mean()))
     x = np.zeros((1, a.window, ck.dims.n_mels), np.float32)
     feats = calib[0]
     for start in range(0, a.window, len(feats)):  # a full window of real features
@@ -96,6 +107,7 @@ def main() -> None:
                      "identical_vs_tflite_fp32_%": round(100 * np.mean([texts[mode][u.id] == texts["fp32"][u.id]
                                                                          for u in utts]), 1),
                      "identical_vs_pytorch_%": round(100 * np.mean([texts[mode][u.id] == ref[u.id] for u in utts]), 1),
+                     "frame_agreement_vs_fp32_%": round(100 * float(np.mean(agree[mode])), 2),
                      "window_ms_1thread": round(med[mode], 2), "speedup_vs_fp32": round(med["fp32"] / med[mode], 3)})
     torch_wer = round(100 * jiwer.wer(refs, [ref[u.id] for u in utts]), 2)
     title = (f"LiteRT precisions: {Path(a.model).name}, {len(utts)} utterances of {a.test}, window {a.window} "
