@@ -90,7 +90,8 @@ def test_graph_cache_on_disk_serves_other_processes_and_never_a_stale_or_damaged
     weights and code come back without exporting; a damaged file or other exporting code exports anew."""
     import onnx
 
-    from edgekd.export import onnx as eo
+    from edgekd.export import graphcache as gc
+    from edgekd.export.onnx import exported_graph
 
     lin, calls = torch.nn.Linear(3, 2), []
 
@@ -99,19 +100,19 @@ def test_graph_cache_on_disk_serves_other_processes_and_never_a_stale_or_damaged
         torch.onnx.export(lin, (torch.randn(1, 3),), str(tmp), dynamo=False)
 
     def get():
-        monkeypatch.setattr(eo, "_GRAPHS", {})  # a new process: nothing in memory
-        return eo.exported_graph(lin, ["disk"], export, tmp_path / "a.onnx", "failed")
+        monkeypatch.setattr(gc, "_GRAPHS", {})  # a new process: nothing in memory
+        return exported_graph(lin, ["disk"], export, tmp_path / "a.onnx", "failed")
 
-    monkeypatch.delenv(eo.GRAPH_CACHE_ENV, raising=False)
+    monkeypatch.delenv(gc.GRAPH_CACHE_ENV, raising=False)
     get()
     assert len(calls) == 1 and not (tmp_path / "cache").exists()  # off unless asked for
-    monkeypatch.setenv(eo.GRAPH_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(gc.GRAPH_CACHE_ENV, str(tmp_path / "cache"))
     a = get()
     (f,) = (tmp_path / "cache").iterdir()
     assert len(calls) == 2 and get() == a and len(calls) == 2  # the second "process" read it from disk
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # a damaged file is exported anew and replaced
     assert get() == a and len(calls) == 3 and onnx.load(str(f)) == a
-    monkeypatch.setattr(eo, "_code_digest", lambda: "other exporting code")
+    monkeypatch.setattr(gc, "code_digest", lambda: "other exporting code")
     get()
     assert len(calls) == 4 and len(list((tmp_path / "cache").iterdir())) == 2
 
@@ -293,59 +294,85 @@ def test_pruning_then_kd_finetune(setup, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tflite120(setup, tmp_path_factory):
-    """One LiteRT conversion (~12 s) shared by the tests of the windowed .tflite: 120-frame window, 24 of context."""
+def tflite600(setup, tmp_path_factory):
+    """One LiteRT conversion (~12 s) shared by the tests of the windowed .tflite: 600-frame window, 48 of
+    context, the export defaults (test_transcribe_verify exports the same weights and window: with the
+    run's graph cache, one conversion serves both files)."""
     from edgekd.export.litert import export_tflite
 
     if not have_litert_torch():
         pytest.skip("litert-torch not installed (pip install 'edgekd[tflite]')")
     ck = load_checkpoint(setup / "student.safetensors")
-    return ck, export_tflite(ck, tmp_path_factory.mktemp("tflite") / "m.tflite", window_frames=120, context_frames=24)
+    return ck, export_tflite(ck, tmp_path_factory.mktemp("tflite") / "m.tflite", window_frames=600, context_frames=48)
 
 
-def test_litert_window_export_and_chunking(tflite120):
+def test_litert_window_export_and_chunking(tflite600):
     from edgekd.export.litert import TfliteModel, chunked_log_probs, sidecar
 
-    ck, p = tflite120
-    assert json.loads(sidecar(p).read_text())["window_frames"] == "120"
+    ck, p = tflite600
+    assert json.loads(sidecar(p).read_text())["window_frames"] == "600"
     m = TfliteModel(p)
-    f = np.random.default_rng(0).standard_normal((90, 80)).astype(np.float32) * 3 - 4
-    x = np.zeros((1, 120, 80), np.float32)
-    x[0, :90] = f
-    want, wn = ck.model.log_probs(torch.from_numpy(f)[None], torch.tensor([90]))
-    assert np.abs(m(x, 90)[0, : int(wn[0])] - want[0].detach().numpy()).max() < 1e-4  # padding is masked
-    long = np.tile(f, (5, 1))  # 450 frames through a 120-frame window
-    got = chunked_log_probs(m, long, 120, 24)
-    full, fn = ck.model.log_probs(torch.from_numpy(long)[None], torch.tensor([450]))
+    f = np.random.default_rng(0).standard_normal((450, 80)).astype(np.float32) * 3 - 4
+    x = np.zeros((1, 600, 80), np.float32)
+    x[0, :450] = f
+    want, wn = ck.model.log_probs(torch.from_numpy(f)[None], torch.tensor([450]))
+    assert np.abs(m(x, 450)[0, : int(wn[0])] - want[0].detach().numpy()).max() < 1e-4  # padding is masked
+    long = np.tile(f, (5, 1))  # 2250 frames through a 600-frame window
+    got = chunked_log_probs(m, long, 600, 48)
+    full, fn = ck.model.log_probs(torch.from_numpy(long)[None], torch.tensor([2250]))
     assert got.shape == (int(fn[0]), len(DEFAULT_TOKENS))
     assert (got.argmax(-1) == full[0].detach().numpy().argmax(-1)).mean() > 0.8
 
 
-def test_tflite_sidecar_carries_the_whole_io_contract(tflite120):
+def test_litert_converts_once_per_content(tflite600, setup, tmp_path, monkeypatch):
+    """`edgekd export` asks for fp32 and int8 LiteRT files of the same weights and window: the second
+    comes from the one conversion (here the fixture's), not from litert-torch again."""
+    import litert_torch
+
+    from edgekd.errors import EdgekdError
+    from edgekd.export.litert import TfliteModel, export_tflite
+
+    ck, p = tflite600
+
+    def no_conversion(*a, **k):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(litert_torch, "convert", no_conversion)
+    q = export_tflite(ck, tmp_path / "q.tflite", window_frames=600, context_frames=48, mode="int8-dynamic")
+    x = np.zeros((1, 600, 80), np.float32)
+    assert TfliteModel(q)(x, 600).shape == TfliteModel(p)(x, 600).shape
+    other = load_checkpoint(setup / "student.safetensors")
+    with torch.no_grad():
+        other.model.head.bias.add_(1.0)  # other weights: a real conversion (which now fails loudly)
+    with pytest.raises(EdgekdError, match="LiteRT conversion failed: converted again"):
+        export_tflite(other, tmp_path / "r.tflite", window_frames=600, context_frames=48)
+
+
+def test_tflite_sidecar_carries_the_whole_io_contract(tflite600):
     """Artifacts describe themselves (issue 21, item 5): the sidecar holds the whole I/O contract."""
     from edgekd.export.litert import TfliteModel, sidecar
     from edgekd.export.runtime import open_model
 
-    ck, p = tflite120
+    ck, p = tflite600
     meta = json.loads(sidecar(p).read_text())
     c = meta["contract"]
     assert FeaturizerConfig.from_dict(json.loads(meta["featurizer"])) == ck.featurizer
     assert json.loads(meta["tokens"]) == list(DEFAULT_TOKENS) and json.loads(meta["dims"]) == ck.dims.to_dict()
-    assert c["window_frames"] == 120 and c["context_frames"] == 24 and meta["context_frames"] == "24"
-    assert c["stride_frames"] == 72 and c["frame_rate"] == ck.frame_rate
+    assert c["window_frames"] == 600 and c["context_frames"] == 48 and meta["context_frames"] == "48"
+    assert c["stride_frames"] == 504 and c["frame_rate"] == ck.frame_rate
     m = TfliteModel(p)
     assert list(m.x_in["shape"]) == c["input"]["shape"] and list(m.out["shape"]) == c["output"]["shape"]
     # the written output-length rule, applied as a reader would, is the model's own
-    for n in (1, 7, 8, 9, 60, 119, 120):
+    for n in (1, 7, 8, 9, 60, 119, 599, 600):
         k = n
         for _ in range(c["output_length"]["halvings"]):
             k = max((k - 1) // 2, 0)
         assert k == int(ck.model.output_lengths(torch.tensor([n]))[0]), n
     # a runner that knows only the file decodes with the context it was exported (and verified) with
-    assert open_model(p).context == 24
+    assert open_model(p).context == 48
 
 
-def test_litert_fp16_and_static_int8_from_the_fp32_window_model(tflite120, setup, tmp_path):
+def test_litert_fp16_and_static_int8_from_the_fp32_window_model(tflite600, setup, tmp_path):
     """fp16 (weights stored half) and int8-static (int8 weights and activations on the weight ops,
     ranges from calibration windows of real audio) decode like the fp32 .tflite; full integer
     (every op int8) is the known-broken recipe, and its row in the known-broken list says so."""
@@ -354,7 +381,7 @@ def test_litert_fp16_and_static_int8_from_the_fp32_window_model(tflite120, setup
     from edgekd.export.litert import TfliteModel, quantize_tflite, sidecar
     from edgekd.export.quantize import calibration_features
 
-    ck, p = tflite120
+    ck, p = tflite600
     feats = calibration_features(setup / "c/target/dev.jsonl", ck.featurizer, 6)
     with pytest.raises(EdgekdError, match="int8-static needs calibration"):
         quantize_tflite(p, tmp_path / "s.tflite", "int8-static")
@@ -369,16 +396,17 @@ def test_litert_fp16_and_static_int8_from_the_fp32_window_model(tflite120, setup
     ops = [d["op_name"] for d in q.interp._get_ops_details()]
     assert "LOGISTIC" in ops and f.x_in["dtype"] == np.int8 and q.x_in["dtype"] == np.float32  # only some ops int8
     assert any(d["dtype"] == np.int8 for d in q.interp.get_tensor_details())
-    x = np.zeros((1, 120, 80), np.float32)
-    x[0, :100] = feats[0][:100]
-    n = int(ck.model.output_lengths(torch.tensor([100]))[0])
-    want, gh, gq = ref(x, 100)[0, :n], h(x, 100)[0, :n], q(x, 100)[0, :n]
+    k = min(len(feats[0]), 600)
+    x = np.zeros((1, 600, 80), np.float32)
+    x[0, :k] = feats[0][:k]
+    n = int(ck.model.output_lengths(torch.tensor([k]))[0])
+    want, gh, gq = ref(x, k)[0, :n], h(x, k)[0, :n], q(x, k)[0, :n]
     assert 0 < np.abs(gh - want).max() < 0.05  # really fp16 weights, and close
-    gf = f(x, 100)[0, :n]  # int8 in, int8 out: scaled by the runner as the tensors' quantization says
-    # a random tiny model has near-ties: 21 of 24 frames agree for both (a mis-scaled input: 2 of 24);
-    # on a real student full integer keeps 65 % of frames, the weight ops alone 97 % (README)
-    assert (gq.argmax(-1) == want.argmax(-1)).mean() >= 0.75 and (gf.argmax(-1) == want.argmax(-1)).mean() >= 0.75
-    assert np.abs(gq - want).mean() < np.abs(gf - want).mean() < 0.6
+    gf = f(x, k)[0, :n]  # int8 in, int8 out: scaled by the runner as the tensors' quantization says
+    # as on a real student (README: 97.5 % vs 64 % of frames), the weight ops alone keep the best
+    # token; every op in int8 loses it
+    assert (gq.argmax(-1) == want.argmax(-1)).mean() >= 0.9 and (gf.argmax(-1) == want.argmax(-1)).mean() < 0.7
+    assert np.abs(gq - want).mean() < 0.3 and np.abs(gf - want).mean() < 3.0  # 1.7 read right, 4.9 mis-scaled
     assert check("export", "tflite", precision="int8-static", op_types="all", time_axis="fixed")
 
 

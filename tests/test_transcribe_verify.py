@@ -25,7 +25,8 @@ HAVE_BIN = shutil.which("sherpa-onnx-offline") is not None
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, corpus):
-    """One export (fp32 + int8 ONNX, LiteRT fp32 with a 6 s window, sherpa package), verified."""
+    """One export (fp32 + int8 ONNX, LiteRT fp32 with a 6 s window, sherpa package), verified. The
+    weights and window are test_export's tflite600: one conversion serves both (the run's graph cache)."""
     from edgekd.export import ExportOptions, run_export
 
     d = tmp_path_factory.mktemp("deploy")

@@ -24,6 +24,7 @@ import torch
 
 from edgekd.bench.labelled import out_len as _out_len, window_log_probs
 from edgekd.errors import EdgekdError
+from edgekd.export.graphcache import built, content_digest
 from edgekd.export.onnx import LogProbsGraph, metadata_for
 from edgekd.models import Checkpoint
 
@@ -75,15 +76,17 @@ def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600,
     if window_frames < ck.dims.min_frames:
         raise EdgekdError(f"window_frames must be >= {ck.dims.min_frames}")
     _check_chunking(window_frames, context_frames, ck.dims.subsampling)
+    graph = _WindowGraph(ck.model.eval()).eval()
     args = (torch.zeros(1, window_frames, ck.dims.n_mels), torch.tensor([window_frames], dtype=torch.int32))
-    with torch.no_grad():
-        try:
-            edge = litert_torch.convert(_WindowGraph(ck.model.eval()).eval(), args)
-        except Exception as e:
-            raise EdgekdError(f"LiteRT conversion failed: {str(e).splitlines()[0]}") from e
+
+    def convert(tmp: Path) -> None:
+        litert_torch.convert(graph, args).export(str(tmp))
+
     with tempfile.TemporaryDirectory() as td:
         fp32 = Path(td) / "fp32.tflite"
-        edge.export(str(fp32))
+        # once per content: `edgekd export` asks for fp32 and int8 of the same weights and window
+        fp32.write_bytes(built(content_digest(graph, [ck.dims.to_dict(), window_frames]), convert,
+                               Path(td) / "convert.tflite", "LiteRT conversion failed", _check_tflite, ".tflite"))
         if mode != "fp32":
             _quantize(fp32, Path(td) / "q.tflite", mode, calibration, window_frames)
             fp32 = Path(td) / "q.tflite"
@@ -167,6 +170,12 @@ def calibration_windows(feats: list[np.ndarray], window: int, per_utt: int = 4):
             x = np.zeros((1, window, f.shape[1]), dtype=np.float32)
             x[0, : len(piece)] = piece
             yield x, len(piece)
+
+
+def _check_tflite(data: bytes) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    Interpreter(model_content=data)
 
 
 def sidecar(path: str | Path) -> Path:

@@ -18,10 +18,7 @@ own export gives sherpa-onnx): `audio_signal` (N, 80, T) + `length`, one output 
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -197,84 +194,16 @@ def export_onnx(ck: Checkpoint, path: str | Path, *, waveform: bool = False, wri
     return save_exported(m, path, metadata_for(ck, waveform=waveform), ck.tokens if write_tokens else None)
 
 
-# Exported graphs of this process, by content (see `exported_graph`): the dynamo export of even a tiny
-# model takes 8-30 s, and the same weights are exported again within one process (fit exports a
-# variant, then its winner; the test suite exports one fixture model in several tests). Bounded.
-_GRAPHS: dict[str, bytes] = {}
-_GRAPHS_MAX_BYTES = 256 * 2**20
-# Opt-in: a folder where graphs are also kept across processes (parallel test workers, a CI job, a
-# rerun of `edgekd export`). Off by default: every trained model's graph would pile up there.
-GRAPH_CACHE_ENV = "EDGEKD_GRAPH_CACHE"
-
-
-@functools.cache
-def _code_digest() -> str:
-    """The code that shapes a graph (edgekd's models, export and featurizer, onnxscript's version):
-    a graph left on disk by other code is never reused."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(__version__.encode())
-    try:
-        h.update(version("onnxscript").encode())
-    except PackageNotFoundError:
-        pass
-    for f in sorted([*(root / "models").glob("*.py"), *(root / "export").glob("*.py"), root / "audio.py"]):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def _disk_graph(digest: str) -> Path | None:
-    d = os.environ.get(GRAPH_CACHE_ENV)
-    if not d:
-        return None
-    return Path(d) / f"{hashlib.sha256((digest + _code_digest()).encode()).hexdigest()}.onnx"
-
-
 def exported_graph(graph: torch.nn.Module, key: list, export, path: Path, failure: str):
-    """The ModelProto `export(tmp_path)` writes for `graph`, remembered by content: the wrapper class,
-    `key` (dims and whatever else shapes the graph), every parameter and buffer, torch's version.
-    With $EDGEKD_GRAPH_CACHE set, also kept in (and taken from) that folder, keyed by all that plus
-    the exporting code. The caller's RNG is left as it was; an exporter error becomes one line
-    starting with `failure`."""
+    """The ModelProto `export(tmp_path)` writes for `graph`, made once per content (graphcache.built:
+    the wrapper class, `key`, every parameter and buffer, torch's version and the opset)."""
     import onnx
 
-    h = hashlib.sha256(json.dumps([type(graph).__qualname__, key, torch.__version__, OPSET]).encode())
-    for name, t in graph.state_dict().items():
-        h.update(name.encode())
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    digest = h.hexdigest()
-    disk = _disk_graph(digest)
-    if digest not in _GRAPHS and disk is not None and disk.is_file():
-        data = disk.read_bytes()
-        try:
-            onnx.checker.check_model(onnx.load_from_string(data))
-            _remember(digest, data)
-        except Exception:  # damaged: export again and replace it
-            pass
-    if digest not in _GRAPHS:
-        tmp = path.with_name(path.name + ".tmp.onnx")
-        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng():
-            warnings.simplefilter("ignore")
-            try:
-                export(tmp)
-            except Exception as e:  # the exporter's own message is long; keep its first line
-                raise EdgekdError(f"{failure}: {str(e).splitlines()[0]}") from e
-        _remember(digest, tmp.read_bytes())
-        tmp.unlink()
-        if disk is not None:
-            from edgekd.atomic import atomic_write
+    from edgekd.export.graphcache import built, content_digest
 
-            atomic_write(disk, _GRAPHS[digest])  # rename: a reader in another process sees all or nothing
-    return onnx.load_from_string(_GRAPHS[digest])
-
-
-def _remember(key: str, data: bytes) -> None:
-    _GRAPHS[key] = data
-    while sum(map(len, _GRAPHS.values())) > _GRAPHS_MAX_BYTES and len(_GRAPHS) > 1:
-        _GRAPHS.pop(next(iter(_GRAPHS)))  # oldest first
+    data = built(content_digest(graph, [key, OPSET]), export, path.with_name(path.name + ".tmp.onnx"), failure,
+                 lambda b: onnx.checker.check_model(onnx.load_from_string(b)), ".onnx")
+    return onnx.load_from_string(data)
 
 
 def save_exported(m, path: Path, meta: dict[str, str], tokens: tuple[str, ...] | None) -> Path:
