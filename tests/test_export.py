@@ -408,6 +408,18 @@ def test_litert_fp16_and_static_int8_from_the_fp32_window_model(tflite600, setup
     assert (gq.argmax(-1) == want.argmax(-1)).mean() >= 0.9 and (gf.argmax(-1) == want.argmax(-1)).mean() < 0.7
     assert np.abs(gq - want).mean() < 0.3 and np.abs(gf - want).mean() < 3.0  # 1.7 read right, 4.9 mis-scaled
     assert check("export", "tflite", precision="int8-static", op_types="all", time_axis="fixed")
+    # `edgekd quantize` takes the .tflite too: calibration features from its sidecar's featurizer
+    import shutil
+
+    from edgekd.cli.compress import quantize as cli_quantize
+
+    cli_quantize(model=p, out=tmp_path / "c.tflite", mode="int8-static", calib=setup / "c/target/dev.jsonl",
+                 calib_utts=3, method="minmax", fallback=True)
+    assert json.loads(sidecar(tmp_path / "c.tflite").read_text())["quantization"] == "int8-static"
+    shutil.copy(p, tmp_path / "bare.tflite")  # no sidecar beside it
+    with pytest.raises(EdgekdError, match="bare.tflite.json .* is missing"):
+        cli_quantize(model=tmp_path / "bare.tflite", out=tmp_path / "d.tflite", mode="fp16", calib=None,
+                     calib_utts=3, method="minmax", fallback=True)
 
 
 def test_run_export_writes_a_verified_table(setup, tmp_path):

@@ -30,8 +30,8 @@ def prune(
 
 
 def quantize(
-    model: Annotated[Path, typer.Option(help="fp32 ONNX model from `edgekd export`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
+    model: Annotated[Path, typer.Option(help="fp32 ONNX or LiteRT (.tflite + sidecar) model from `edgekd export`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.onnx or .tflite, as the model).")],
     mode: Annotated[str, typer.Option(help="int8-dynamic, int8-static or fp16.")] = "int8-dynamic",
     calib: Annotated[Optional[Path], typer.Option(
         help="Manifest of real audio: int8-static ranges; int8-dynamic's per-layer sensitivity analysis.")] = None,
@@ -39,7 +39,8 @@ def quantize(
     method: Annotated[str, typer.Option(help="int8-static calibration: minmax, percentile or entropy.")] = "minmax",
     fallback: Annotated[bool, typer.Option(help="int8-dynamic: keep the layers int8 hurts most in fp32.")] = True,
 ):
-    """Quantize an exported ONNX model with ONNX Runtime (metadata is kept, `quantization` updated).
+    """Quantize an exported model: ONNX with ONNX Runtime, a LiteRT window model (.tflite beside its
+    sidecar) with ai-edge-quantizer; metadata or sidecar kept, `quantization` updated.
 
     Usage: edgekd quantize --model runs/export/model.onnx --mode int8-dynamic --calib data/corpus/target/dev.jsonl --out m.int8.onnx
     """
@@ -53,11 +54,22 @@ def quantize(
         raise EdgekdError(f"{model} does not exist")
     if mode == "int8-static" and calib is None:
         raise EdgekdError("--mode int8-static needs --calib MANIFEST (real audio)")
+    tflite = model.suffix == ".tflite"
     cal = None
     if calib is not None and mode.startswith("int8"):
-        feat = FeaturizerConfig.from_dict(json.loads(read_metadata(model)["featurizer"]))
-        cal = calibration_features(calib, feat, calib_utts)
-    say(str(q(model, out, mode, calibration=cal, fallback=fallback, method=method)))
+        if tflite:
+            from edgekd.export.litert import read_sidecar
+
+            meta = read_sidecar(model)
+        else:
+            meta = read_metadata(model)
+        cal = calibration_features(calib, FeaturizerConfig.from_dict(json.loads(meta["featurizer"])), calib_utts)
+    if tflite:
+        from edgekd.export.litert import quantize_tflite
+
+        say(str(quantize_tflite(model, out, mode, calibration=cal)))
+    else:
+        say(str(q(model, out, mode, calibration=cal, fallback=fallback, method=method)))
 
 
 def qat(

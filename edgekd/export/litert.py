@@ -107,7 +107,7 @@ def quantize_tflite(src: str | Path, dst: str | Path, mode: str, calibration: li
     copied with its `quantization` updated; no second torch conversion. `full_integer` (int8-static
     on every op) exists to measure why edgekd does not ship it."""
     src, dst = Path(src), Path(dst)
-    meta = json.loads(sidecar(src).read_text())
+    meta = read_sidecar(src)
     if meta.get("quantization") != "fp32" or mode not in TFLITE_MODES[1:]:
         raise EdgekdError(f"{src}: LiteRT quantization takes an fp32 window model to one of "
                           f"{', '.join(TFLITE_MODES[1:])} (got {meta.get('quantization')} -> {mode})")
@@ -180,6 +180,15 @@ def _check_tflite(data: bytes) -> None:
 
 def sidecar(path: str | Path) -> Path:
     return Path(str(path) + ".json")
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The .tflite's sidecar (featurizer, tokens, window contract), or one line saying it is missing."""
+    sc = sidecar(path)
+    if not sc.is_file():
+        raise EdgekdError(f"{path}: its sidecar {sc.name} (featurizer, tokens, window contract) is missing; "
+                          "re-export with `edgekd export`")
+    return json.loads(sc.read_text())
 
 
 def io_contract(ck: Checkpoint, window: int, context: int) -> dict:

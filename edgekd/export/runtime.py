@@ -151,14 +151,10 @@ class TfliteRuntime(Runtime):
     runtime = "litert"
 
     def __init__(self, path: str | Path, threads: int = 1, context: int | None = None):
-        from edgekd.export.litert import TfliteModel, sidecar
+        from edgekd.export.litert import TfliteModel, read_sidecar, sidecar
 
-        sc = sidecar(path)
-        if not sc.is_file():
-            raise EdgekdError(f"{path}: its sidecar {sc.name} (featurizer, tokens, window contract) is missing; "
-                              "re-export with `edgekd export`")
-        meta = json.loads(sc.read_text())
-        _meta_facts(self, meta, str(sc))
+        meta = read_sidecar(path)
+        _meta_facts(self, meta, str(sidecar(path)))
         self.subsampling = int(meta["subsampling_factor"])
         self.context = int(meta.get("context_frames") or context or 48)  # old sidecars: the Artifact's value
         try:
