@@ -2,6 +2,7 @@
 teacher's set), tokens.txt with the blank anywhere, and the one-line errors. sherpa-onnx decoding
 a subword export is in test_export.py (its exported graph is shared there)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -129,6 +130,27 @@ def subword_run(tmp_path_factory, corpus):
     run_distil(DistilOptions(preset="tiny", loss="kd+ctc", max_frames=3000, max_dev_utts=2, loop=loop, tokens="teacher"),
                d / "pl", d / "student", dev_manifest=corpus / "target/dev.jsonl")
     return d
+
+
+def test_warm_start_into_another_token_set_keeps_the_encoder_and_renews_the_head(subword_run, corpus,
+                                                                                   tiny_ckpt_path, tmp_path):
+    """Retraining a character model with subword tokens: --init-new-head takes every weight but the
+    output layer (whose shape follows the new tokens); without it the token sets must match."""
+    from edgekd.errors import EdgekdError
+    from edgekd.models import load_checkpoint
+    from edgekd.train import TrainOptions, run_train
+    from edgekd.train.loop import LoopOptions
+
+    loop = LoopOptions(max_steps=1, lr=1e-7, warmup_steps=1, eval_every=0, ckpt_every=1, progress=False)
+    opts = TrainOptions(preset="tiny", max_frames=3000, max_dev_utts=2, loop=loop, init=str(tiny_ckpt_path),
+                        tokens=str(subword_run / "tok/sp.model"))
+    with pytest.raises(EdgekdError, match="token set mismatch"):
+        run_train(opts, corpus / "source/train.jsonl", None, tmp_path / "a")
+    run_train(dataclasses.replace(opts, init_new_head=True), corpus / "source/train.jsonl", None, tmp_path / "b")
+    old, new = load_checkpoint(tiny_ckpt_path).model.state_dict(), load_checkpoint(tmp_path / "b/model.safetensors")
+    assert new.model.head.weight.shape[0] == len(new.tokens) == 64 != old["head.weight"].shape[0]
+    body = [k for k in old if not k.startswith("head.")]
+    assert body and all(torch.allclose(new.model.state_dict()[k], old[k], atol=1e-4) for k in body)
 
 
 def test_a_subword_student_adopts_the_teachers_token_set(subword_run):

@@ -24,6 +24,8 @@ def train(
     ckpt_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 200,
     hours: Annotated[float, typer.Option(help="Stop after this many hours of wall time (0 = no limit).")] = 0.0,
     init: Annotated[Optional[Path], typer.Option(help="Warm start from this checkpoint's weights.")] = None,
+    init_new_head: Annotated[bool, typer.Option(
+        help="With --init of another token set: take every weight but the output layer, which starts fresh.")] = False,
     tokens: Annotated[str, typer.Option(help="Token set: chars (29 characters), a sentencepiece .model "
                                              "(`edgekd tokens train`) or a tokens.txt.")] = "chars",
     precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast (AVX-512 BF16 CPUs, GPUs).")] = "fp32",
@@ -39,7 +41,7 @@ def train(
     from edgekd.train.loop import LoopOptions
 
     opts = options(TrainOptions, preset=preset, role=role, max_frames=max_frames, init=str(init or ""), tokens=tokens,
-                            loop=options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=warmup, eval_every=eval_every,
+                   init_new_head=init_new_head, loop=options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=warmup, eval_every=eval_every,
                                              ckpt_every=ckpt_every, seed=seed, threads=threads,
                                              time_budget_s=hours * 3600, precision=precision, device=device))
     say(str(run_train(opts, train_manifest, dev, out)))

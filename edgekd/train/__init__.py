@@ -37,6 +37,7 @@ class TrainOptions:
     max_dev_utts: int = 300  # dev WER on at most this many utterances (speed)
     cache_dir: str = ""  # feature cache; default: <out_dir>/../.feature_cache
     init: str = ""  # warm start: weights (and input stats) from this checkpoint; its dims must fit the preset
+    init_new_head: bool = False  # warm start with another token set: every weight but the output layer (new)
     tokens: str = ""  # token set: "" = the 29 characters, a sentencepiece .model or a tokens.txt (`edgekd tokens train`)
 
     def __post_init__(self):
@@ -122,10 +123,18 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
     if opts.init:
         from edgekd.models import load_checkpoint
 
-        init = load_checkpoint(opts.init, featurizer=featurizer, tokens=tokenizer.tokens)
-        if init.dims != dims:
+        import dataclasses
+
+        init = load_checkpoint(opts.init, featurizer=featurizer,
+                               tokens=None if opts.init_new_head else tokenizer.tokens)
+        if dataclasses.replace(init.dims, vocab_size=dims.vocab_size) != dims or (
+                init.dims.vocab_size != dims.vocab_size and not opts.init_new_head):
             raise EdgekdError(f"--init {opts.init}: its dims differ from preset {opts.preset}")
-        model.load_state_dict(init.model.state_dict())
+        state = init.model.state_dict()
+        if opts.init_new_head:  # the encoder carries over; the output layer starts fresh for the new tokens
+            state = {k: v for k, v in state.items() if not k.startswith("head.")} | {
+                k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+        model.load_state_dict(state)
     dev_ = opts.loop.device
     model.to(dev_)
     targets = [tokenizer.encode(t or "") for t in train.texts]
