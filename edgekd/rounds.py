@@ -47,6 +47,7 @@ class RoundsOptions:
     rounds: int = 3  # labeling rounds
     review_fraction: float = 0.2  # round 0: this least-confident share of the pool goes to review
     audit_fraction: float = 0.2  # share of each round's auto-accepted labels audited by humans
+    audit_min: int = 1  # ... but at least this many (all when fewer are accepted)
     target_error: float = 0.5  # label WER the accepted pool should meet; the next threshold moves toward it
     threshold_step: float = 0.02  # how far the threshold drops when the audit meets the target
     update: str = "join"  # "join": each round's student joins the teacher ensemble; "none"
@@ -62,8 +63,8 @@ class RoundsOptions:
     def _verify(self):
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
-        if not 0 <= self.review_fraction < 1 or not 0 <= self.audit_fraction <= 1:
-            raise ValueError("review_fraction must be in [0, 1) and audit_fraction in [0, 1]")
+        if not 0 <= self.review_fraction < 1 or not 0 <= self.audit_fraction <= 1 or self.audit_min < 0:
+            raise ValueError("review_fraction must be in [0, 1), audit_fraction in [0, 1] and audit_min >= 0")
         if not 0 < self.target_error < 1 or self.threshold_step < 0:
             raise ValueError("target_error must be in (0, 1) and threshold_step >= 0")
         if self.update not in UPDATES:
@@ -127,7 +128,7 @@ def _round(opts: RoundsOptions, r: int, rdir: Path, pool: Path, refs: Path, ref_
     fresh = [l for l in labels.values() if l.id not in human]
     review = sorted(l.id for l in fresh if l.route == "review")
     accepted = sorted(l.id for l in fresh if l.route == "distil")
-    audit = sample_audit(accepted, set(review) | set(human), opts.audit_fraction, opts.seed, r)
+    audit = sample_audit(accepted, set(review) | set(human), opts.audit_fraction, opts.seed, r, opts.audit_min)
     rv = rdir / "review"
     if not (rv / "labeled.jsonl").exists():
         rv.mkdir(parents=True, exist_ok=True)

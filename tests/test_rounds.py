@@ -18,6 +18,11 @@ def test_audit_sampling_never_selects_reviewed_items():
     assert sample_audit(accepted, reviewed, 0.25, 0, 1) == sample_audit(accepted, reviewed, 0.25, 0, 1)
     assert sample_audit(accepted, reviewed, 0.25, 0, 1) != sample_audit(accepted, reviewed, 0.25, 0, 2)
     assert sample_audit(accepted, set(accepted), 0.5, 0, 0) == []  # nothing unseen: no audit
+    # a floor on the audit size: 0.25 of 66 is 16, at least 30 asked; all 66 when 80 are asked
+    assert len(sample_audit(accepted, reviewed, 0.25, 0, 1, minimum=30)) == 30
+    floor = sample_audit(accepted, reviewed, 0.25, 0, 1, minimum=80)
+    assert sorted(floor) == sorted(set(accepted) - reviewed)
+    assert sample_audit(accepted, reviewed, 0.0, 0, 1, minimum=30) == []  # audits off stay off
     with pytest.raises(ValueError, match="audit fraction"):
         sample_audit(accepted, set(), 1.5, 0, 0)
 

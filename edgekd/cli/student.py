@@ -126,6 +126,7 @@ def rounds(
     n_rounds: Annotated[int, typer.Option("--rounds", help="Labeling rounds.")] = 3,
     review_fraction: Annotated[float, typer.Option(help="Round 0: least-confident share sent to review.")] = 0.2,
     audit_fraction: Annotated[float, typer.Option(help="Share of auto-accepted labels audited each round.")] = 0.2,
+    audit_min: Annotated[int, typer.Option(help="...but at least this many audits a round (all, when fewer).")] = 1,
     target_error: Annotated[float, typer.Option(help="Label WER the accepted pool should meet (threshold target).")] = 0.5,
     update: Annotated[str, typer.Option(help="join (the student joins the ensemble) or none.")] = "join",
     init: Annotated[Optional[Path], typer.Option(help="Student checkpoint each round starts from.")] = None,
@@ -148,7 +149,7 @@ def rounds(
     loop = options(LoopOptions, max_steps=steps, lr=lr, warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 3),
                    ckpt_every=50, threads=threads, seed=seed)
     opts = options(RoundsOptions, rounds=n_rounds, review_fraction=review_fraction, audit_fraction=audit_fraction,
-                   target_error=target_error, update=update, seed=seed,
+                   audit_min=audit_min, target_error=target_error, update=update, seed=seed,
                    pseudolabel=options(PseudoLabelOptions, workers=1, threads=threads),
                    distil=options(DistilOptions, preset=preset, init=str(init or ""), loop=loop))
     say(str(run_rounds(opts, pool, refs, teacher, out, test=test, dev=dev)))
