@@ -11,6 +11,9 @@ shipped teacher: KL at T=2 of 0.48 without it vs 0.040 with it, the same as floa
 On decoding the left-over mass is spread uniformly over the tokens not kept and the frame is
 renormalised, so the rebuilt distribution sums to 1.
 
+Token ids are uint8 up to 256 tokens and uint16 above (a NeMo or zipformer CTC teacher's 500-1024
+pieces); such token sets get format 2 shards (`shard_format_for`): format 3's tail prior is (V, V).
+
 Shards (`shard-00000.npz`, deflate-compressed) hold many utterances; the kept log-probs of a
 frame are stored as differences (`dq`, see `delta_q`: 10 % fewer bytes, lossless); `index.json` maps id ->
 (shard, frame offset, entry offset, frames); `meta.json` holds tokens, frame rate, k, teachers
@@ -37,15 +40,26 @@ def _quantise(neg_log: np.ndarray) -> np.ndarray:
     return np.clip(np.round(neg_log / LOGP_STEP), 0, 255).astype(np.uint8)
 
 
+MAX_FORMAT3_VOCAB = 256  # format 3 stores uint8 ids and a (V, V) tail prior; larger sets use format 2
+MAX_VOCAB = 65536  # format 2 with uint16 ids (NeMo and zipformer CTC models have 500-1024 pieces)
+
+
+def shard_format_for(vocab_size: int) -> int:
+    """The shard format a token set gets: 3 (compact, uint8 ids) up to 256 tokens, else 2 (uint16 ids)."""
+    return 3 if vocab_size <= MAX_FORMAT3_VOCAB else 2
+
+
 def encode_topk(log_probs: np.ndarray, k: int = 8, mass_eps: float = 1e-3,
                 with_tail: bool = False) -> dict[str, np.ndarray]:
-    """(T, V) log-probs -> {"counts": (T,) uint8, "ids": (E,) uint8, "q": (E,) uint8, "rest": (T,) uint8}.
+    """(T, V) log-probs -> {"counts": (T,) uint8, "ids": (E,) uint8 (uint16 when V > 256), "q": (E,)
+    uint8, "rest": (T,) uint8}.
 
     `with_tail` adds "tail": (V, V) float64, the mass of the tokens not kept summed by the frame's
     best token (row) and token (column): what format 3 shards rebuild the tail from (shardcodec)."""
     lp = np.asarray(log_probs, dtype=np.float64)
-    if lp.ndim != 2 or lp.shape[1] > 256:
-        raise ValueError(f"expected (T, V<=256) log-probs, got {lp.shape}")
+    if lp.ndim != 2 or lp.shape[1] > MAX_VOCAB or (with_tail and lp.shape[1] > MAX_FORMAT3_VOCAB):
+        raise ValueError(f"expected (T, V<={MAX_VOCAB}) log-probs (V<={MAX_FORMAT3_VOCAB} with the format 3 tail), "
+                         f"got {lp.shape}")
     kk = min(k, lp.shape[1])
     order = np.argsort(-lp, axis=1, kind="stable")[:, :kk]  # (T, kk) most probable first
     top = np.take_along_axis(lp, order, axis=1)
@@ -53,7 +67,8 @@ def encode_topk(log_probs: np.ndarray, k: int = 8, mass_eps: float = 1e-3,
     # keep token j while the mass before it is < 1 - eps: at least one token per frame
     keep = np.concatenate([np.ones((lp.shape[0], 1), bool), cum[:, :-1] < 1 - mass_eps], axis=1)
     rest = 1.0 - np.where(keep, np.exp(top), 0.0).sum(1)
-    out = {"counts": keep.sum(1).astype(np.uint8), "ids": order[keep].astype(np.uint8),
+    out = {"counts": keep.sum(1).astype(np.uint8),
+           "ids": order[keep].astype(np.uint8 if lp.shape[1] <= MAX_FORMAT3_VOCAB else np.uint16),
            "q": _quantise(-top[keep]), "rest": _quantise(-np.log(np.clip(rest, 1e-30, None)))}
     if with_tail:
         unkept = np.exp(lp)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from edgekd.errors import EdgekdError
+from edgekd.softtargets import MAX_VOCAB
 
 
 def confidence(log_probs: np.ndarray) -> float:
@@ -58,9 +59,8 @@ class Ensemble:
         ctc = [i for i in range(len(loaded)) if i not in seq]
         self.teachers = [loaded[i] for i in ctc]
         t0, s0 = self.teachers[0], specs[ctc[0]]
-        if len(t0.tokens) > 256:  # shards store token ids as uint8 (softtargets.py)
-            raise EdgekdError(f"teacher {s0}: {len(t0.tokens)} tokens; soft-target shards hold at most 256 "
-                              "(e.g. a 256-piece sentencepiece set, blank included)")
+        if len(t0.tokens) > MAX_VOCAB:  # shards store token ids as uint8, or uint16 above 256 (softtargets.py)
+            raise EdgekdError(f"teacher {s0}: {len(t0.tokens)} tokens; soft-target shards hold at most {MAX_VOCAB}")
         for i, t in zip(ctc[1:], self.teachers[1:]):
             if tuple(t.tokens) != tuple(t0.tokens):
                 raise EdgekdError(f"teacher {specs[i]}: token set differs from {s0}'s; an ensemble must share tokens")

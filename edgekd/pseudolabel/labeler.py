@@ -16,7 +16,7 @@ from edgekd.manifest import write_jsonl
 from edgekd.pseudolabel.ensemble import Ensemble, confidence
 from edgekd.pseudolabel.options import PseudoLabelOptions
 from edgekd.records import PseudoLabel
-from edgekd.softtargets import encode_topk, write_shard
+from edgekd.softtargets import encode_topk, shard_format_for, write_shard
 
 # One shard's work: (shard index, [{id, audio, duration}], output folder); plain data, cheap to send.
 Job = tuple[int, list[dict], str]
@@ -55,6 +55,7 @@ class ShardLabeler:
 
         shard, utts, out_dir = job
         ens, opts, sr = self.ensemble, self.opts, self.ensemble.sample_rate
+        fmt = shard_format_for(len(ens.tokens))
         items, labels, rejected = [], [], []
         t0 = time.time()  # wall clock (not perf_counter): the engines compare shards of several processes
         audio_s, padded_s = 0.0, 0.0  # padded_s: zeros the teacher ran on to square off its batches
@@ -80,7 +81,7 @@ class ShardLabeler:
             texts = [h[0] for h in hard] if hard else self._decode(lp, lens)
             for j, (u, w, row, n, text) in enumerate(zip(batch, waves, lp, lens, texts)):
                 row = row[: int(n)].numpy()
-                items.append((u["id"], encode_topk(row, opts.k, opts.mass_eps, with_tail=True)))
+                items.append((u["id"], encode_topk(row, opts.k, opts.mass_eps, with_tail=fmt == 3)))
                 conf = hard[j][1] if hard else confidence(row)
                 labels.append(PseudoLabel(id=u["id"], audio=u["audio"], duration=len(w) / sr, text=text,
                                           confidence=round(conf, 6), frames=int(n)).to_dict())
@@ -88,7 +89,7 @@ class ShardLabeler:
         out = Path(out_dir)
         write_jsonl(out / f"shard-{shard:05d}.labels.jsonl", labels + [{"_rejected": r} for r in rejected])
         fault_point("pseudolabel-between-shard-files")
-        write_shard(out, shard, items)  # written last: its presence marks the shard done
+        write_shard(out, shard, items, fmt=fmt)  # written last: its presence marks the shard done
         return {"shard": shard, "audio_s": audio_s, "padded_s": padded_s, "seconds": time.time() - t0, "t_start": t0, "t_end": time.time()}
 
 
