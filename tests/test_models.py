@@ -52,6 +52,20 @@ def test_checkpoint_round_trip(tmp_path, tiny_model):
     assert torch.allclose(half.model(x, lens)[0], tiny_model.model(x, lens)[0], atol=2e-2)
 
 
+def test_the_same_checkpoint_saves_to_the_same_bytes(tmp_path, tiny_model):
+    """safetensors writes metadata in hash-map order (a new order per call); edgekd sorts it, so
+    an identical model is an identical file (and sha256: the ONNX teacher cache's key)."""
+    import torch
+
+    a, b = tiny_model.save(tmp_path / "a.safetensors"), tiny_model.save(tmp_path / "b.safetensors")
+    assert a.read_bytes() == b.read_bytes()
+    half = tiny_model.save(tmp_path / "h.safetensors", dtype=torch.float16)
+    assert half.read_bytes() == tiny_model.save(tmp_path / "h2.safetensors", dtype=torch.float16).read_bytes()
+    back = load_checkpoint(a)
+    assert read_metadata(a)["preset"] == tiny_model.preset and all(
+        torch.equal(x, y) for x, y in zip(back.model.state_dict().values(), tiny_model.model.state_dict().values()))
+
+
 def test_checkpoint_mismatch_is_refused(tmp_path, tiny_model):
     p = tiny_model.save(tmp_path / "m.safetensors")
     with pytest.raises(EdgekdError, match="featurizer mismatch"):

@@ -101,8 +101,6 @@ class Checkpoint:
 
     def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Atomic write; `dtype=torch.float16` halves the file (weights are cast back on load)."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         sd = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
         if dtype is not None:
@@ -120,11 +118,26 @@ class Checkpoint:
         }
         if self.sentencepiece:
             meta["sentencepiece"] = spm_to_text(self.sentencepiece)
-        from edgekd.atomic import atomic_path
+        from safetensors.torch import save
 
-        with atomic_path(path) as tmp:
-            save_file(sd, str(tmp), metadata=meta)
+        from edgekd.atomic import atomic_write
+
+        atomic_write(path, _canonical(save(sd, metadata=meta)))
         return path
+
+
+def _canonical(data: bytes) -> bytes:
+    """The same safetensors file with its metadata keys sorted: safetensors writes them in hash-map
+    order, which differs from process to process, so identical checkpoints had different bytes
+    (and sha256, which the ONNX teacher cache keys on). Tensor entries and data are untouched; the
+    header is re-padded to 8 bytes as the format asks."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
