@@ -31,6 +31,33 @@ def test_plan_on_a_tiny_manifest(corpus, tiny_ckpt_path, tmp_path):
     assert k[1]["core_h"] == pytest.approx(here[1]["core_h"] * 1000 / hours, rel=0.02)
 
 
+def test_a_calibration_too_short_to_outweigh_start_up_is_flagged(monkeypatch, tmp_path):
+    """A fast runtime on a short sample labels for seconds beside seconds of start-up: the plan
+    says so, and how to fix it, instead of projecting noise silently."""
+    from edgekd.manifest import Utterance, write_manifest
+    from edgekd.pseudolabel import plan as plan_mod
+
+    man = write_manifest(tmp_path / "m.jsonl", [Utterance(id=f"u{i}", audio=f"{i}.wav", duration=10.0)
+                                                 for i in range(40)])
+
+    def fake(wall_small, wall_big):
+        runs = iter([(200.0, wall_small), (400.0, wall_big)])  # (audio s, wall s) of the small and big samples
+
+        def calibrate(opts, sample, *a):
+            audio, wall = next(runs)
+            return {"audio_s": audio, "wall_s": wall, "frames": audio * 25, "bytes_per_frame": 8.0}
+        monkeypatch.setattr(plan_mod, "_calibrate", calibrate)
+
+    fake(12.0, 14.0)  # 100x real time after 10 s of start-up: 4 s of labeling in the big sample
+    c = plan_mod.plan_pseudolabel(PseudoLabelOptions(workers=1), man, ["t"], plan=PlanOptions(sample_minutes=60))["calibration"]
+    assert c["startup_s"] == 10.0 and len(c["warnings"]) == 1 and "whole manifest" in c["warnings"][0]
+    fake(12.0, 14.0)
+    c = plan_mod.plan_pseudolabel(PseudoLabelOptions(workers=1), man, ["t"], plan=PlanOptions(sample_minutes=1))["calibration"]
+    assert "raise --plan-minutes (now 1)" in c["warnings"][0]
+    fake(110.0, 210.0)  # 2x real time: 200 s of labeling beside 10 s of start-up
+    assert not plan_mod.plan_pseudolabel(PseudoLabelOptions(workers=1), man, ["t"])["calibration"]["warnings"]
+
+
 def test_plan_cli_writes_plan_json_and_labels_nothing(corpus, tiny_ckpt_path, tmp_path):
     from typer.testing import CliRunner
 

@@ -123,6 +123,8 @@ def pseudolabel(
                                         f"{c['startup_s']} s start-up, {c['bytes_per_frame']} B/frame; "
                                         f"assumes {c['assumes']}"
                                         + ("" if c["fitted"] else "; start-up not separable: sample too short")))
+        for w in c["warnings"]:
+            say(f"warning: {w}")
         out.mkdir(parents=True, exist_ok=True)
         (out / "plan.json").write_text(json.dumps(p, indent=2) + "\n")
         return

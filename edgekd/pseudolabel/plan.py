@@ -74,6 +74,16 @@ def plan_pseudolabel(opts, manifest: str | Path, teachers: list[str], weights=()
     else:
         rate = (a2 - a1) / (w2 - w1)  # steady audio seconds per wall second, all workers of one node
         startup = max(0.0, w2 - a2 / rate)
+    # Labeling has to outweigh start-up in the samples, or the fitted rate is noise (measured: the
+    # int8 teacher on a 1.9 h manifest, whose whole audio was the sample, projected 409x per node
+    # where the benchmark labels at 204x). Said in the result, with what to change.
+    labeling_s = a2 / rate
+    warnings = []
+    if labeling_s < max(30.0, 3 * startup):
+        whole = len(big) == len(utts)
+        warnings.append(f"calibration too short: {labeling_s:.0f} s of labeling beside {startup:.0f} s of start-up"
+                        + ("; the sample is the whole manifest: the projection is rough" if whole else
+                           f"; raise --plan-minutes (now {plan.sample_minutes:g})"))
     frames_per_s = runs[1]["frames"] / max(a2, 1e-9)
     bpf = runs[1]["bytes_per_frame"]
     workers = opts.workers
@@ -87,5 +97,6 @@ def plan_pseudolabel(opts, manifest: str | Path, teachers: list[str], weights=()
     return {"calibration": {"runs": runs, "x_realtime_per_node": round(rate, 1),
                             "x_realtime_per_core": round(rate / workers, 1), "startup_s": round(startup, 1),
                             "workers": workers, "bytes_per_frame": bpf, "fitted": fitted, "frames_per_s": round(frames_per_s, 2),
-                            "assumes": "linear scaling across nodes (upper bound); each node = this machine"},
+                            "assumes": "linear scaling across nodes (upper bound); each node = this machine",
+                            "labeling_s": round(labeling_s, 1), "warnings": warnings},
             "rows": rows}
