@@ -414,7 +414,7 @@ def test_litert_fp16_and_static_int8_from_the_fp32_window_model(tflite600, setup
     from edgekd.cli.compress import quantize as cli_quantize
 
     cli_quantize(model=p, out=tmp_path / "c.tflite", mode="int8-static", calib=setup / "c/target/dev.jsonl",
-                 calib_utts=3, method="minmax", fallback=True)
+                 calib_utts=1, method="minmax", fallback=True)
     assert json.loads(sidecar(tmp_path / "c.tflite").read_text())["quantization"] == "int8-static"
     shutil.copy(p, tmp_path / "bare.tflite")  # no sidecar beside it
     with pytest.raises(EdgekdError, match="bare.tflite.json .* is missing"):

@@ -207,7 +207,7 @@ def test_format3_keeps_ids_counts_and_best_log_prob_exactly(tmp_path):
     assert pack  # the writer's half, used through write_shard above
 
 
-def test_a_teacher_of_more_than_256_tokens_gets_16_bit_ids_in_format_2_shards(corpus, tmp_path):
+def test_a_teacher_of_more_than_256_tokens_gets_16_bit_ids_in_format_2_shards(small_corpus, tmp_path):
     """NeMo and zipformer CTC teachers have 500-1024 pieces: their soft targets are stored with
     uint16 ids (format 2: format 3's tail prior would be V x V) and read back like any others."""
     import torch
@@ -226,14 +226,14 @@ def test_a_teacher_of_more_than_256_tokens_gets_16_bit_ids_in_format_2_shards(co
     with torch.no_grad():
         model.head.weight.mul_(8.0)  # confident outputs, so the best token is well defined
     Checkpoint(model, FeaturizerConfig(), tokens, "tiny").save(tmp_path / "t.safetensors")
-    run_pseudolabel(PseudoLabelOptions(workers=1, review_fraction=0.0), corpus / "target/train.jsonl",
+    run_pseudolabel(PseudoLabelOptions(workers=1, review_fraction=0.0), small_corpus / "target/train.jsonl",
                     [str(tmp_path / "t.safetensors")], tmp_path / "pl", progress=False)
     st = SoftTargets(tmp_path / "pl")
     assert st.meta["format"]["version"] == 2 and st.tokens == tokens
     with np.load(next((tmp_path / "pl").glob("shard-*.npz"))) as z:
         assert z["ids"].dtype == np.uint16 and z["ids"].max() > 255
     teacher = load_teacher(str(tmp_path / "t.safetensors"))
-    u = read_manifest(corpus / "target/train.jsonl")[0]
+    u = read_manifest(small_corpus / "target/train.jsonl")[0]
     out = teacher([load_audio(u.audio, teacher.sample_rate)])
     want = out.logits[0, : int(out.lengths[0])].numpy()
     got = st.get(u.id)
