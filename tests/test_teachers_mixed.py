@@ -94,13 +94,17 @@ def test_each_teacher_hears_the_audio_at_its_own_sample_rate(tmp_path):
 
 
 def test_a_teacher_with_more_tokens_than_shards_hold_is_one_line(tmp_path):
+    """Shards hold 16-bit token ids: a 301-piece ONNX teacher is taken (format 2 shards, see
+    test_softtargets), a set past 65,536 is refused in one line before any audio is read."""
     from test_onnx_teacher import _linear_graph
 
     from edgekd.pseudolabel import Ensemble
 
-    _linear_graph(tmp_path, "zipformer2_ctc", ["<blk>"] + [f"▁w{i}" for i in range(300)])
-    with pytest.raises(EdgekdError, match="301 tokens; soft-target shards hold at most 256"):
-        Ensemble([f"onnx:{tmp_path}"])
+    _linear_graph(tmp_path / "a", "zipformer2_ctc", ["<blk>"] + [f"▁w{i}" for i in range(300)])
+    assert len(Ensemble([f"onnx:{tmp_path / 'a'}"]).tokens) == 301
+    _linear_graph(tmp_path / "b", "zipformer2_ctc", ["<blk>"] + [f"▁w{i}" for i in range(65536)])
+    with pytest.raises(EdgekdError, match="65537 tokens; soft-target shards hold at most 65536"):
+        Ensemble([f"onnx:{tmp_path / 'b'}"])
 
 
 def test_whisper_transcribes_through_eval_and_transcribe(tiny_whisper_dir, tmp_path):
