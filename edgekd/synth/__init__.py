@@ -209,6 +209,32 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
     bar = tqdm(total=round(total_s), unit="s audio", desc="synth", disable=not progress)
     outputs, counts = {}, {}
     ctx = mp.get_context("fork")
+    try:
+        _synthesize(opts, out_dir, ctx, bar, outputs, counts, cpu)
+    except BaseException:
+        # The pool is terminated on an error (a full disk in one worker): a worker killed in the
+        # middle of a WAV leaves its temp file, which no one would ever commit. Its pid is gone now.
+        from edgekd.atomic import sweep_stale
+
+        for d in {p.parent for p in Path(out_dir).rglob("*.tmp-*")}:
+            sweep_stale(d)
+        raise
+    if opts.text == "open":  # the text an LM for this corpus may be built from: train sentences only
+        opentext.write_split_text("train", out_dir / "text/train.txt")
+        outputs["text/train"] = "text/train.txt"
+    wall = time.time() - t_start
+    speed = {e: {"audio_s": round(a, 1), "cpu_s": round(c, 2), "audio_s_per_cpu_s": round(a / c, 1) if c else None}
+             for e, (c, a) in cpu.items() if a}
+    audio_total = sum(a for _, a in cpu.values())
+    m = StageManifest(stage="synth", config=to_dict(opts), outputs=outputs,
+                      metrics={"splits": counts, "engine_speed": speed,
+                               "realtime_factor_wall": round(audio_total / wall, 1)},
+                      timings={"wall_s": round(wall, 2)})
+    return m.save(out_dir)
+
+
+def _synthesize(opts: SynthOptions, out_dir: Path, ctx, bar, outputs: dict, counts: dict, cpu: dict) -> None:
+    """The splits, made by a pool of forked workers; fills `outputs`, `counts` and `cpu`."""
     with bar, ctx.Pool(opts.workers) as pool:  # the bar ends its line before any error is printed
         for domain, splits in SPLITS.items():
             hours = _split_hours(opts, domain)
@@ -242,15 +268,3 @@ def run_synth(opts: SynthOptions, out_dir: str | Path, progress: bool = True) ->
                 write_manifest(out_dir / name, utts)
                 outputs[f"{domain}/{split}"] = name
                 counts[f"{domain}/{split}"] = {"utterances": len(utts), "hours": round(got / 3600, 4)}
-    if opts.text == "open":  # the text an LM for this corpus may be built from: train sentences only
-        opentext.write_split_text("train", out_dir / "text/train.txt")
-        outputs["text/train"] = "text/train.txt"
-    wall = time.time() - t_start
-    speed = {e: {"audio_s": round(a, 1), "cpu_s": round(c, 2), "audio_s_per_cpu_s": round(a / c, 1) if c else None}
-             for e, (c, a) in cpu.items() if a}
-    audio_total = sum(a for _, a in cpu.values())
-    m = StageManifest(stage="synth", config=to_dict(opts), outputs=outputs,
-                      metrics={"splits": counts, "engine_speed": speed,
-                               "realtime_factor_wall": round(audio_total / wall, 1)},
-                      timings={"wall_s": round(wall, 2)})
-    return m.save(out_dir)
