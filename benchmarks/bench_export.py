@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ def main() -> None:
     from edgekd.export import ExportOptions, PruneOptions, run_export, run_prune
     from edgekd.export.onnx import ort_session
     from edgekd.profile.estimate import analyze
+    from timing import interleaved_medians
 
     t0 = time.time()
     if not (a.out / "student/manifest.json").exists():
@@ -59,20 +59,14 @@ def main() -> None:
     sessions = {k: ort_session(p, 1) for k, p in paths.items()}
     x = np.random.default_rng(0).standard_normal((1, 1000, 80)).astype(np.float32) * 3 - 4
     feeds = {"x": x, "x_lens": np.array([1000], np.int64)}
-    times: dict[int, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        s.run(None, feeds)
-    for _ in range(a.rounds):  # interleaved: drift in machine load hits every artifact alike
-        for k, s in sessions.items():
-            t = time.perf_counter()
-            s.run(None, feeds)
-            times[k].append((time.perf_counter() - t) * 1000)
+    ms = {k: v * 1000 for k, v in interleaved_medians({k: (lambda s=s: s.run(None, feeds))
+                                                       for k, s in sessions.items()}, a.rounds).items()}
     base = next(r for r in onnx_rows if r["model"] == "student" and r["precision"] == "fp32")
-    base_ms = statistics.median(times[id(base)])
+    base_ms = ms[id(base)]
     base_macs = analyze(paths[id(base)], 1000).macs
     for r in rows:
         if id(r) in sessions:
-            r["p50_ms_1thr"] = round(statistics.median(times[id(r)]), 2)
+            r["p50_ms_1thr"] = round(ms[id(r)], 2)
             r["speedup_vs_fp32"] = round(base_ms / r["p50_ms_1thr"], 2)
             r["macs_ratio"] = round(analyze(paths[id(r)], 1000).macs / base_macs, 3)
         r["size_ratio"] = round(r["size_mb"] / base["size_mb"], 3) if r.get("size_mb") else None

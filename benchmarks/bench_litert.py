@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +46,7 @@ def main() -> None:
     from edgekd.manifest import read_manifest
     from edgekd.models import load_checkpoint
     from edgekd.tables import table_text
+    from timing import interleaved_medians
 
     a.out.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(a.model)
@@ -87,15 +86,8 @@ def main() -> None:
     feats = calib[0]
     for start in range(0, a.window, len(feats)):  # a full window of real features
         x[0, start:start + len(feats)] = feats[: a.window - start]
-    times: dict[str, list[float]] = {m: [] for m in models}
-    for m in models.values():
-        m(x, a.window)  # warm-up
-    for _ in range(a.rounds):
-        for mode, m in models.items():
-            t = time.perf_counter()
-            m(x, a.window)
-            times[mode].append(time.perf_counter() - t)
-    med = {mode: statistics.median(t) * 1000 for mode, t in times.items()}
+    med = {mode: s * 1000 for mode, s in interleaved_medians(
+        {mode: (lambda m=m: m(x, a.window)) for mode, m in models.items()}, a.rounds).items()}
 
     refs = [u.text for u in utts]
     rows = []

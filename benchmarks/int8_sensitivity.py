@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -51,6 +50,7 @@ def main() -> None:
     from edgekd.export.verify import verify_set
     from edgekd.models import load_checkpoint
     from edgekd.tokens import Tokenizer
+    from timing import interleaved_medians
 
     a.out.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(a.model)
@@ -102,20 +102,16 @@ def main() -> None:
 
     x = np.random.default_rng(0).standard_normal((1, 1000, 80)).astype(np.float32) * 3 - 4
     sess = {n: ort_session(p, 1) for n, p in paths.items()}
-    times: dict[str, list[float]] = {n: [] for n in paths}
-    for _ in range(a.rounds):
-        for n, s in sess.items():
-            t0 = time.perf_counter()
-            run_onnx(s, x, np.array([1000], np.int64))
-            times[n].append(time.perf_counter() - t0)
-    base_t = statistics.median(times["fp32"])
+    medians = interleaved_medians({n: (lambda s=s: run_onnx(s, x, np.array([1000], np.int64))) for n, s in sess.items()},
+                                  a.rounds, warmup=False)
+    base_t = medians["fp32"]
     n_long = sum(u.long for u in utts)
     print(f"\n{len(utts)} utterances ({n_long} long, ≥ 30 s), {sum(len(f) for f in feats) / 100:.0f} s of audio; "
           f"speed: 1 thread, 10 s input, median of {a.rounds} rounds\n")
     print("| model | WER % | rel ΔWER % | identical % | identical, long % | KL/frame | agreement % | ms | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n, r in out.items():
-        med = statistics.median(times[n])
+        med = medians[n]
         rel = (r["wer"] - out["fp32"]["wer"]) / out["fp32"]["wer"] * 100
         print(f"| {n} | {r['wer'] * 100:.1f} | {rel:+.1f} | {r['identical'] * 100:.0f} | {r['identical_long'] * 100:.0f} "
               f"| {r['kl']:.1e} | {r['agreement'] * 100:.2f} | {med * 1000:.1f} | {base_t / med:.2f}× |")
