@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from edgekd.bench.labelled import out_len as _out_len, window_log_probs
+from edgekd.atomic import atomic_path, atomic_write
 from edgekd.errors import EdgekdError
 from edgekd.export.graphcache import built, content_digest
 from edgekd.export.onnx import LogProbsGraph, metadata_for
@@ -33,7 +34,7 @@ TFLITE_MODES = ("fp32", "fp16", "int8-dynamic", "int8-static")
 # compute on CPU; half the file); int8-dynamic = int8 weights, activations quantized per call;
 # int8-static = int8 weights and activations with ranges from calibration windows, on the weight
 # ops only (STATIC_OPS; the rest stays fp32). Full integer (every op int8) is known broken for a
-# conformer: see known_broken.py and benchmarks/bench_litert.py --full-integer.
+# conformer: see known_broken.py and the full-integer row of benchmarks/bench_litert.py.
 STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
@@ -113,11 +114,10 @@ def quantize_tflite(src: str | Path, dst: str | Path, mode: str, calibration: li
                           f"{', '.join(TFLITE_MODES[1:])} (got {meta.get('quantization')} -> {mode})")
     if mode == "int8-static" and not calibration:
         raise EdgekdError("LiteRT int8-static needs calibration audio (its activation ranges come from it)")
-    tmp = dst.with_name(dst.name + ".tmp")
-    _quantize(src, tmp, mode, calibration, int(meta["window_frames"]), full_integer)
-    tmp.replace(dst)
-    sidecar(dst).write_text(json.dumps({**meta, "quantization": mode + ("-full-integer" if full_integer else "")},
-                                       indent=1))
+    with atomic_path(dst) as tmp:
+        _quantize(src, tmp, mode, calibration, int(meta["window_frames"]), full_integer)
+    atomic_write(sidecar(dst), json.dumps({**meta, "quantization": mode + ("-full-integer" if full_integer else "")},
+                                          indent=1))
     return dst
 
 

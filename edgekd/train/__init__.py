@@ -127,8 +127,8 @@ def run_train(opts: TrainOptions, train_manifest: str | Path, dev_manifest: str 
 
         init = load_checkpoint(opts.init, featurizer=featurizer,
                                tokens=None if opts.init_new_head else tokenizer.tokens)
-        if dataclasses.replace(init.dims, vocab_size=dims.vocab_size) != dims or (
-                init.dims.vocab_size != dims.vocab_size and not opts.init_new_head):
+        # without init_new_head the token sets already matched, vocabulary size included
+        if dataclasses.replace(init.dims, vocab_size=dims.vocab_size) != dims:
             raise EdgekdError(f"--init {opts.init}: its dims differ from preset {opts.preset}")
         state = init.model.state_dict()
         if opts.init_new_head:  # the encoder carries over; the output layer starts fresh for the new tokens
