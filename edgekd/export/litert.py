@@ -91,14 +91,12 @@ def export_tflite(ck: Checkpoint, path: str | Path, *, window_frames: int = 600,
         if mode != "fp32":
             _quantize(fp32, Path(td) / "q.tflite", mode, calibration, window_frames)
             fp32 = Path(td) / "q.tflite"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(fp32.read_bytes())
-        tmp.replace(path)
+        atomic_write(path, fp32.read_bytes())
     meta: dict = metadata_for(ck, quantization=mode, window_frames=str(window_frames),
                               context_frames=str(context_frames))
     meta["model_type"] = "edgekd_ctc_window"  # not a sherpa-onnx model
     meta["contract"] = io_contract(ck, window_frames, context_frames)
-    sidecar(path).write_text(json.dumps(meta, indent=1))
+    atomic_write(sidecar(path), json.dumps(meta, indent=1))
     return path
 
 
